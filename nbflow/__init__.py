@@ -1,0 +1,72 @@
+"""nbflow: Jupyter-native workflow orchestration.
+
+``from nbflow import flow, task`` is the Python API; ``%load_ext nbflow`` loads the
+``%%flow`` / ``%%task`` magics.  Heavy parts (the store, the engine, IPython) load on first
+use, so ``import nbflow`` stays cheap in a kernel.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Flow",
+    "State",
+    "StateType",
+    "Task",
+    "TaskRunFuture",
+    "__version__",
+    "flow",
+    "get_client",
+    "get_run_logger",
+    "task",
+    "unmapped",
+]
+
+_LAZY = {
+    "flow": "nbflow.flows",
+    "Flow": "nbflow.flows",
+    "task": "nbflow.tasks",
+    "Task": "nbflow.tasks",
+    "unmapped": "nbflow.tasks",
+    "TaskRunFuture": "nbflow.engine.futures",
+    "get_run_logger": "nbflow.engine.logging",
+    "get_client": "nbflow.client",
+    "State": "nbflow.states",
+    "StateType": "nbflow.states",
+}
+
+if TYPE_CHECKING:
+    from nbflow.client import get_client
+    from nbflow.engine.futures import TaskRunFuture
+    from nbflow.engine.logging import get_run_logger
+    from nbflow.flows import Flow, flow
+    from nbflow.states import State, StateType
+    from nbflow.tasks import Task, task, unmapped
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbflow' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the ``%%flow``, ``%%task`` and ``%nbflow`` magics (``%load_ext nbflow``)."""
+    from nbflow.magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Remove what :func:`load_ipython_extension` registered."""
+    from nbflow.magics import unload_ipython_extension as _unload
+
+    _unload(ipython)
