@@ -1,0 +1,149 @@
+"""The flow-run transition policy, one row per rule (see nbflow/orchestration/policy.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import uuid4
+
+import pytest
+
+from nbflow import states as S
+from nbflow.orchestration.policy import RULES, evaluate
+from nbflow.schemas import FlowRun, SetStateStatus
+from nbflow.states import State, StateType, now
+
+ACCEPT, REJECT, WAIT, ABORT = (
+    SetStateStatus.ACCEPT,
+    SetStateStatus.REJECT,
+    SetStateStatus.WAIT,
+    SetStateStatus.ABORT,
+)
+
+
+def run_in(state: State | None, **fields: object) -> FlowRun:
+    return FlowRun(name="r", flow_id=uuid4(), state=state, **fields)  # type: ignore[arg-type]
+
+
+PAST = now() - timedelta(minutes=5)
+FUTURE = now() + timedelta(minutes=5)
+
+# (rule, current state, proposed state, expected status)
+ROWS = [
+    # no current state: a new run accepts its first state
+    ("new run", None, S.Scheduled(), ACCEPT),
+    ("new run", None, S.Running(), ACCEPT),
+    # claim once: ->PENDING from PENDING, RUNNING, CANCELLING, CANCELLED is refused
+    ("claim once", S.Scheduled(PAST), S.Pending(), ACCEPT),
+    ("claim once", S.Late(PAST), S.Pending(), ACCEPT),
+    ("claim once", S.AwaitingRetry(PAST), S.Pending(), ACCEPT),
+    ("claim once", S.Pending(), S.Pending(), ABORT),
+    ("claim once", S.Submitting(), S.Pending(), ABORT),
+    ("claim once", S.Running(), S.Pending(), ABORT),
+    ("claim once", S.Cancelling(), S.Pending(), ABORT),
+    ("claim once", S.Cancelled(), S.Pending(), ABORT),
+    # already running: RUNNING->RUNNING is refused
+    ("already running", S.Running(), S.Running(), ABORT),
+    ("already running", S.Pending(), S.Running(), ACCEPT),
+    # terminal is final, except AwaitingRetry
+    ("terminal is final", S.Completed(), S.Running(), REJECT),
+    ("terminal is final", S.Failed(), S.Scheduled(), REJECT),
+    ("terminal is final", S.Crashed(), S.Failed(), REJECT),
+    ("terminal is final", S.Cancelled(), S.Running(), REJECT),
+    ("terminal is final", S.Completed(), S.Completed(), REJECT),
+    ("terminal is final", S.Failed(), S.AwaitingRetry(), ACCEPT),
+    ("terminal is final", S.Crashed(), S.AwaitingRetry(), ACCEPT),
+    # cancelling may only become Cancelled or Crashed
+    ("cancelling ends", S.Cancelling(), S.Cancelled(), ACCEPT),
+    ("cancelling ends", S.Cancelling(), S.Crashed(), ACCEPT),
+    ("cancelling ends", S.Cancelling(), S.Running(), REJECT),
+    ("cancelling ends", S.Cancelling(), S.Completed(), REJECT),
+    ("cancelling ends", S.Cancelling(), S.Failed(), REJECT),
+    # Late only from a plain Scheduled
+    ("late from scheduled", S.Scheduled(PAST), S.Late(PAST), ACCEPT),
+    ("late from scheduled", S.AwaitingRetry(PAST), S.Late(PAST), REJECT),
+    ("late from scheduled", S.Late(PAST), S.Late(PAST), REJECT),
+    ("late from scheduled", S.Pending(), S.Late(PAST), REJECT),
+    ("late from scheduled", S.Running(), S.Late(PAST), REJECT),
+    # running states move on freely
+    ("otherwise", S.Running(), S.Completed(), ACCEPT),
+    ("otherwise", S.Running(), S.Failed(), ACCEPT),
+    ("otherwise", S.Running(), S.AwaitingRetry(), ACCEPT),
+    ("otherwise", S.Running(), S.Cancelling(), ACCEPT),
+    ("otherwise", S.Paused(), S.Running(), ACCEPT),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "current", "proposed", "expected"),
+    ROWS,
+    ids=[f"{r[0]}: {r[1]} -> {r[2]}" for r in ROWS],
+)
+def test_rule(rule: str, current: State | None, proposed: State, expected: SetStateStatus) -> None:
+    decision = evaluate(run_in(current), proposed)
+    assert decision.status is expected, decision.result.reason
+    if expected is REJECT:
+        assert decision.result.state == current, "REJECT answers with the current state"
+        assert decision.run_updates == {}
+    if expected is ABORT:
+        assert decision.result.state is None and decision.result.reason
+    if expected is ACCEPT:
+        assert decision.result.state == proposed
+        assert decision.run_updates["state"] == proposed
+
+
+def test_every_rule_has_a_row() -> None:
+    covered = {row[0] for row in ROWS}
+    assert {rule.name for rule in RULES} <= covered | {"not before its time"}
+
+
+def test_not_before_its_time_waits_with_delay() -> None:
+    run = run_in(S.Scheduled(FUTURE), expected_start_time=FUTURE)
+    decision = evaluate(run, S.Running())
+    assert decision.status is WAIT
+    assert decision.result.delay_seconds is not None
+    assert 200 < decision.result.delay_seconds <= 300
+    # a claimed (Pending) run that is still early waits too
+    assert evaluate(run_in(S.Pending(), expected_start_time=FUTURE), S.Running()).status is WAIT
+    # on time: accepted
+    assert evaluate(run_in(S.Scheduled(PAST), expected_start_time=PAST), S.Running()).status is ACCEPT
+
+
+def test_force_accepts_anything_with_bookkeeping() -> None:
+    run = run_in(S.Completed(), end_time=now())
+    decision = evaluate(run, S.Running(), force=True)
+    assert decision.status is ACCEPT and decision.rule == "force"
+    assert decision.run_updates["run_count"] == 1
+    assert decision.run_updates["end_time"] is None
+
+
+def test_repeated_transition_id_is_idempotent() -> None:
+    proposed = S.Running()
+    run = run_in(proposed)  # the run already accepted this very state
+    decision = evaluate(run, proposed, accepted_ids={proposed.id})
+    assert decision.status is ACCEPT
+    assert decision.is_new is False and decision.run_updates == {}
+    # the same state with a new id is a different transition: refused
+    assert evaluate(run, S.Running()).status is ABORT
+
+
+def test_bookkeeping_counts_runs_and_run_time() -> None:
+    t0 = now()
+    running = State(type=StateType.RUNNING, timestamp=t0)
+    start = evaluate(run_in(S.Pending()), running).run_updates
+    assert start["run_count"] == 1 and start["start_time"] == t0 and "end_time" not in start
+
+    run = run_in(running, run_count=1, start_time=t0)
+    done = State(type=StateType.COMPLETED, timestamp=t0 + timedelta(seconds=2.5))
+    end = evaluate(run, done).run_updates
+    assert end["end_time"] == done.timestamp
+    assert end["total_run_time"] == pytest.approx(2.5)
+    assert "run_count" not in end
+
+    # a retry: AwaitingRetry clears end_time, the next Running counts a second run and keeps start_time
+    failed_run = run_in(S.Failed(), run_count=1, start_time=t0, end_time=done.timestamp, total_run_time=2.5)
+    retry = S.AwaitingRetry(now())
+    updates = evaluate(failed_run, retry).run_updates
+    assert updates["end_time"] is None and updates["expected_start_time"] == retry.scheduled_time
+    rerun = run_in(retry, run_count=1, start_time=t0, total_run_time=2.5)
+    again = evaluate(rerun, S.Running()).run_updates
+    assert again["run_count"] == 2 and "start_time" not in again
