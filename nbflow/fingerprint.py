@@ -1,0 +1,193 @@
+"""Fingerprints of Python values, for cell cache keys.
+
+A fingerprint is a short hex digest that changes when the value changes.  Large numeric
+data is hashed from its buffers without copying (numpy arrays, pandas objects through
+``pandas.util.hash_pandas_object``); containers are walked; functions are fingerprinted
+by their code; anything else is pickled and the pickle (with its out-of-band buffers) is
+hashed.  A value that cannot be fingerprinted raises :class:`Unfingerprintable`: the caller
+must then skip the cache rather than guess.
+
+numpy and pandas are never imported here: a value is recognised by its type's module, so
+fingerprinting costs nothing when they are not in use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import sys
+import types
+from collections.abc import Mapping
+from typing import Any
+
+from nbflow.exceptions import NbflowError
+
+__all__ = ["Unfingerprintable", "cell_cache_key", "fingerprint", "fingerprint_inputs"]
+
+_MAX_DEPTH = 32
+
+
+class Unfingerprintable(NbflowError):
+    """A value whose content cannot be hashed reliably (unpicklable, or a live resource)."""
+
+    def __init__(self, name: str, type_name: str, reason: str) -> None:
+        self.name, self.type_name, self.reason = name, type_name, reason
+        super().__init__(f"cannot fingerprint {name} ({type_name}): {reason}")
+
+
+def _new() -> Any:
+    return hashlib.blake2b(digest_size=16)
+
+
+def fingerprint(value: Any, name: str = "value") -> str:
+    """Return a hex digest of ``value``'s content; raise Unfingerprintable when impossible."""
+    digest = _new()
+    _feed(digest, value, name, 0, set())
+    return str(digest.hexdigest())
+
+
+def fingerprint_inputs(values: Mapping[str, Any]) -> dict[str, str]:
+    """Fingerprint each named value (raises Unfingerprintable naming the first failure)."""
+    return {name: fingerprint(values[name], name) for name in sorted(values)}
+
+
+def cell_cache_key(
+    normalized_source: str, input_fingerprints: Mapping[str, str], parameters: Mapping[str, Any]
+) -> str:
+    """Return the cache key of a cell: its code, its inputs' fingerprints, the parameters."""
+    digest = hashlib.sha256()
+    digest.update(b"nbflow-cell-v1\0" + normalized_source.encode() + b"\0")
+    for name in sorted(input_fingerprints):
+        digest.update(f"{name}={input_fingerprints[name]}\0".encode())
+    digest.update(b"params\0")
+    digest.update(fingerprint(dict(parameters), "parameters").encode())
+    return f"cell-{digest.hexdigest()}"
+
+
+def _tag(digest: Any, tag: str) -> None:
+    digest.update(tag.encode() + b"\0")
+
+
+def _feed(digest: Any, value: Any, name: str, depth: int, seen: set[int]) -> None:
+    if depth > _MAX_DEPTH:
+        raise Unfingerprintable(name, type(value).__name__, "nested too deeply")
+    kind = type(value)
+    if value is None or kind in (bool, int, float, complex):
+        _tag(digest, f"{kind.__name__}:{value!r}")
+        return
+    if kind is str:
+        data = value.encode("utf-8", "surrogatepass")
+        _tag(digest, f"str:{len(data)}")
+        digest.update(data)
+        return
+    if kind in (bytes, bytearray, memoryview):
+        data = bytes(value) if kind is memoryview else value
+        _tag(digest, f"bytes:{len(data)}")
+        digest.update(data)
+        return
+    module = kind.__module__.split(".")[0]
+    if module == "numpy" and kind.__name__ == "ndarray":
+        _feed_ndarray(digest, value, name)
+        return
+    if module == "pandas" and kind.__name__ in ("DataFrame", "Series", "Index", "MultiIndex"):
+        _feed_pandas(digest, value, name)
+        return
+    if isinstance(value, types.ModuleType):
+        version = getattr(value, "__version__", "")
+        _tag(digest, f"module:{value.__name__}:{version}")
+        return
+    if isinstance(value, types.FunctionType | types.MethodType):
+        _feed_function(digest, value, name, depth, seen)
+        return
+    if isinstance(value, type) and value.__module__ != "__main__":
+        _tag(digest, f"type:{value.__module__}.{value.__qualname__}")
+        return
+    if kind in (list, tuple, dict, set, frozenset):
+        if id(value) in seen:
+            _tag(digest, "cycle")
+            return
+        seen.add(id(value))
+        if kind is dict:
+            _tag(digest, f"dict:{len(value)}")
+            for key, item in value.items():
+                _feed(digest, key, name, depth + 1, seen)
+                _feed(digest, item, f"{name}[{key!r}]", depth + 1, seen)
+        elif kind in (set, frozenset):
+            _tag(digest, f"{kind.__name__}:{len(value)}")
+            for part in sorted(fingerprint(item, name) for item in value):
+                digest.update(part.encode())
+        else:
+            _tag(digest, f"{kind.__name__}:{len(value)}")
+            for i, item in enumerate(value):
+                _feed(digest, item, f"{name}[{i}]", depth + 1, seen)
+        seen.discard(id(value))
+        return
+    _feed_pickle(digest, value, name)
+
+
+def _feed_ndarray(digest: Any, array: Any, name: str) -> None:
+    if array.dtype.hasobject:
+        _tag(digest, f"ndarray-object:{array.shape}")
+        for i, item in enumerate(array.ravel().tolist()):
+            _feed(digest, item, f"{name}[{i}]", 1, set())
+        return
+    _tag(digest, f"ndarray:{array.dtype.str}:{array.shape}")
+    if array.flags.c_contiguous:
+        digest.update(memoryview(array).cast("B"))
+    else:
+        digest.update(array.tobytes())
+
+
+def _feed_pandas(digest: Any, obj: Any, name: str) -> None:
+    pandas = sys.modules["pandas"]
+    _tag(digest, f"pandas:{type(obj).__name__}:{obj.shape}")
+    if type(obj).__name__ == "DataFrame":
+        _tag(digest, repr(list(obj.columns)) + repr([str(t) for t in obj.dtypes]))
+    else:
+        _tag(digest, f"{obj.dtype}:{obj.name!r}")
+    try:
+        hashed = pandas.util.hash_pandas_object(obj, index=type(obj).__name__ != "Index")
+    except TypeError:  # unhashable cells (lists, dicts): fall back to the pickle
+        _feed_pickle(digest, obj, name)
+        return
+    _feed_ndarray(digest, hashed.to_numpy(), name)
+
+
+def _feed_function(digest: Any, fn: Any, name: str, depth: int, seen: set[int]) -> None:
+    if isinstance(fn, types.MethodType):
+        _feed(digest, fn.__self__, name, depth + 1, seen)
+        fn = fn.__func__
+    _tag(digest, f"function:{fn.__module__}.{fn.__qualname__}")
+    _feed_code(digest, fn.__code__)
+    _feed(digest, fn.__defaults__, name, depth + 1, seen)
+    if fn.__closure__:
+        for cell in fn.__closure__:
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # empty cell
+                continue
+            _feed(digest, contents, name, depth + 1, seen)
+
+
+def _feed_code(digest: Any, code: types.CodeType) -> None:
+    digest.update(code.co_code)
+    _tag(digest, repr(code.co_names) + repr(code.co_varnames))
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _feed_code(digest, const)
+        else:
+            _tag(digest, repr(const))
+
+
+def _feed_pickle(digest: Any, value: Any, name: str) -> None:
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    except Exception as exc:
+        raise Unfingerprintable(
+            name, type(value).__name__, f"not picklable ({type(exc).__name__}: {exc})"
+        ) from exc
+    _tag(digest, f"pickle:{len(data)}")
+    digest.update(data)
+    for buffer in buffers:
+        digest.update(buffer.raw())
