@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from croniter import croniter
 
+from nbflow import notebooks
 from nbflow.exceptions import ValidationError
 
 __all__ = [
@@ -177,23 +178,12 @@ def parse_flow_line(line: str, runners: tuple[str, ...] = KNOWN_RUNNERS) -> Flow
     )
 
 
-_JSON_TYPES = {
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    str: "string",
-    list: "array",
-    tuple: "array",
-    dict: "object",
-    type(None): "null",
-}
-
-
 def parse_parameters(source: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return ``(defaults, json_schema)`` of a parameters cell body.
+    """Return ``(defaults, json_schema)`` of a ``%%flow`` body, refusing anything else.
 
     The body may only hold assignments of literals to plain names (``day = "2026-01-01"``,
     ``n: int = 3``) and comments; anything else raises ValidationError naming the line.
+    Types and schema come from :mod:`nbflow.notebooks`, so the batch path agrees.
     """
     try:
         tree = ast.parse(source)
@@ -201,49 +191,24 @@ def parse_parameters(source: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ValidationError(
             "%%flow body", exc.text, f"not valid Python (line {exc.lineno})", "fix the syntax"
         ) from exc
-    defaults: dict[str, Any] = {}
-    properties: dict[str, Any] = {}
+    fix = 'the %%flow body holds only parameters like `region = "EU"`; move code to a cell'
     for stmt in tree.body:
         line = ast.get_source_segment(source, stmt) or ast.unparse(stmt)
-        fix = 'the %%flow body holds only parameters like `region = "EU"`; move code to a cell'
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
-            target, value, annotation = stmt.targets[0], stmt.value, None
+            target, value = stmt.targets[0], stmt.value
         elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
-            target, value, annotation = stmt.target, stmt.value, stmt.annotation
+            target, value = stmt.target, stmt.value
         else:
             raise ValidationError("%%flow body", line, "not an assignment of a literal", fix)
         if not isinstance(target, ast.Name):
             raise ValidationError("%%flow body", line, "the target is not a plain name", fix)
         try:
-            default = ast.literal_eval(value)
+            ast.literal_eval(value)
         except ValueError as exc:
             raise ValidationError("%%flow body", line, "the value is not a literal", fix) from exc
-        defaults[target.id] = default
-        schema: dict[str, Any] = {"default": _jsonable(default)}
-        type_name = _JSON_TYPES.get(type(default))
-        if isinstance(annotation, ast.Name):
-            type_name = {
-                "int": "integer",
-                "float": "number",
-                "str": "string",
-                "bool": "boolean",
-                "list": "array",
-                "dict": "object",
-            }.get(annotation.id, type_name)
-        if type_name and type_name != "null":
-            schema["type"] = type_name
-        properties[target.id] = schema
-    return defaults, {"type": "object", "title": "Parameters", "properties": properties}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, bytes | complex):
-        return repr(value)
-    return value
+    params = notebooks.parse_parameters(source, where="%%flow body")
+    defaults = {name: p.default for name, p in params.items()}
+    return defaults, notebooks.parameters_schema(params)
 
 
 # --------------------------------------------------------------------------- %%task

@@ -71,7 +71,7 @@ def test_parameters_cell() -> None:
         "on": True,
     }
     props = schema["properties"]
-    assert props["region"] == {"type": "string", "default": "EU"}
+    assert props["region"] == {"title": "region", "type": "string", "default": "EU"}
     assert props["n"]["type"] == "integer"
     assert props["rate"]["type"] == "number"
     assert props["on"]["type"] == "boolean"
@@ -99,7 +99,8 @@ def test_parameters_cell_errors(body: str, problem: str) -> None:
 
 
 def test_empty_parameters_cell() -> None:
-    assert parse_parameters("") == ({}, {"type": "object", "title": "Parameters", "properties": {}})
+    defaults, schema = parse_parameters("")
+    assert defaults == {} and schema["properties"] == {}
 
 
 def test_task_line_full() -> None:
