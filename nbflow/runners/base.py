@@ -1,0 +1,173 @@
+"""The runner contract: launch ``nbflow execute <run-id>`` somewhere, watch it, kill it.
+
+A runner is small: :meth:`Runner.submit` starts the run's process and returns an
+infrastructure id, :meth:`Runner.wait` waits for its exit code, :meth:`Runner.kill` stops
+it (polite signal, grace period, then force).  Everything else is shared here:
+
+- the job configuration: the runner's base job template (the defaults of its
+  :attr:`Runner.job_variables_model`) filled with the deployment's then the run's job
+  variables; ``env`` is merged key by key (see :func:`merge_job_variables`);
+- the run's environment (:meth:`Runner.run_environment`): ``NBFLOW__FLOW_RUN_ID``, the
+  API URL and a per-run credential, or the embedded store's location;
+- what an exit means (:meth:`Runner.report_exit`): a non-zero exit while the run is not
+  terminal is Crashed, with the exit code in the message;
+- cancellation (:meth:`Runner.cancel`): Cancelling, kill with grace, Cancelled.
+
+Runners import the domain and the client interface only, never the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from nbflow.client.base import Client
+from nbflow.exceptions import ValidationError
+from nbflow.schemas import FlowRun, SetStateStatus
+from nbflow.settings import Settings, get_settings, runner_environment
+from nbflow.states import Cancelled, Cancelling, Crashed, StateType
+
+__all__ = ["JobVariables", "Runner", "TokenFactory", "merge_job_variables"]
+
+logger = logging.getLogger("nbflow.runners")
+
+#: Returns the credential a run's process uses to reach the API (None: no credential).
+TokenFactory = Callable[[FlowRun], str | None]
+
+
+class JobVariables(BaseModel):
+    """Job variables every runner accepts; runners subclass this with their own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env: dict[str, str] = Field(
+        default_factory=dict, description="extra environment variables of the run's process"
+    )
+
+
+def merge_job_variables(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Merge job-variable layers, later ones winning; ``env`` is merged key by key."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if key == "env" and isinstance(value, Mapping):
+                env = dict(merged.get("env") or {})
+                env.update({str(k): str(v) for k, v in value.items()})
+                merged["env"] = env
+            else:
+                merged[key] = value
+    return merged
+
+
+class Runner(ABC):
+    """Launch a flow run's ``nbflow execute`` process, wait for it and kill it."""
+
+    #: The name the runner is registered under (entry-point group ``nbflow.runners``).
+    name: ClassVar[str] = ""
+    #: The pydantic model of this runner's job variables; its defaults are the base template.
+    job_variables_model: ClassVar[type[JobVariables]] = JobVariables
+
+    def __init__(
+        self,
+        *,
+        client: Client | None = None,
+        api_url: str | None = None,
+        token_factory: TokenFactory | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        """Create a runner; ``client`` lets it report exits (Crashed) and cancellations."""
+        self.settings = settings or get_settings()
+        self.client = client
+        self.api_url = api_url if api_url is not None else self.settings.api_url
+        self._token_factory = token_factory
+
+    # -- the contract ---------------------------------------------------------------------
+    @abstractmethod
+    def submit(self, flow_run: FlowRun, job_variables: Mapping[str, Any] | None = None) -> str:
+        """Start the run's process; return its infrastructure id.
+
+        ``job_variables`` are the deployment's (or the caller's); the run's own
+        ``flow_run.job_variables`` are applied on top of them.
+        """
+
+    @abstractmethod
+    def kill(self, infrastructure_id: str, grace_seconds: float = 30.0) -> None:
+        """Stop the process: a polite signal, ``grace_seconds`` to exit, then force."""
+
+    @abstractmethod
+    def wait(self, infrastructure_id: str, timeout: float | None = None) -> int | None:
+        """Wait for the process to exit; return its exit code (None when ``timeout`` passed)."""
+
+    # -- shared behaviour ----------------------------------------------------------------
+    def job_configuration(
+        self, flow_run: FlowRun, job_variables: Mapping[str, Any] | None = None
+    ) -> JobVariables:
+        """Fill the base job template with ``job_variables`` then the run's job variables."""
+        merged = merge_job_variables(job_variables, flow_run.job_variables)
+        try:
+            return self.job_variables_model.model_validate(merged)
+        except PydanticValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "job_variables"
+            known = ", ".join(sorted(self.job_variables_model.model_fields))
+            raise ValidationError(
+                f"job_variables.{field}",
+                err.get("input"),
+                err["msg"],
+                f"the {self.name or type(self).__name__} runner accepts: {known}",
+            ) from exc
+
+    def run_environment(self, flow_run: FlowRun) -> dict[str, str]:
+        """Return the variables that connect the run's process to the store or the API."""
+        token = self._token_factory(flow_run) if self._token_factory else self.settings.api_token
+        return runner_environment(
+            flow_run.id, api_url=self.api_url, api_token=token, settings=self.settings
+        )
+
+    def command(self, flow_run: FlowRun, python: str | None = None) -> list[str]:
+        """Return the command that executes the run: ``python -m nbflow execute <id>``."""
+        return [python or sys.executable, "-m", "nbflow", "execute", str(flow_run.id)]
+
+    def report_exit(self, flow_run_id: UUID, exit_code: int) -> None:
+        """Mark the run Crashed when its process exited non-zero before the run ended."""
+        if exit_code == 0 or self.client is None:
+            return
+        run = self.client.read_flow_run(flow_run_id)
+        if run.state is not None and run.state.is_terminal:
+            return
+        how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exited with code {exit_code}"
+        if run.state is not None and run.state.type is StateType.CANCELLING:
+            # A cancellation that had to force the kill: the run is Cancelled, not Crashed.
+            self.client.set_flow_run_state(
+                flow_run_id, Cancelled(message=f"cancelled; the run's process {how}")
+            )
+            return
+        result = self.client.set_flow_run_state(
+            flow_run_id,
+            Crashed(message=f"the run's process {how} while the run was {run.state}"),
+        )
+        logger.info("flow run %s: process %s; Crashed: %s", flow_run_id, how, result.status)
+
+    def cancel(self, flow_run: FlowRun, grace_seconds: float = 30.0) -> None:
+        """Cancel a run: propose Cancelling, kill its process with grace, then Cancelled."""
+        if self.client is None:
+            raise ValidationError("client", None, "a runner needs a client to cancel runs")
+        result = self.client.set_flow_run_state(flow_run.id, Cancelling())
+        if result.status is not SetStateStatus.ACCEPT:
+            logger.info(
+                "flow run %s: Cancelling %s (%s)", flow_run.id, result.status, result.reason
+            )
+        if flow_run.infrastructure_id:
+            self.kill(flow_run.infrastructure_id, grace_seconds)
+        current = self.client.read_flow_run(flow_run.id)
+        if current.state is None or not current.state.is_terminal:
+            self.client.set_flow_run_state(
+                flow_run.id, Cancelled(message="cancelled; the run's process was stopped")
+            )
