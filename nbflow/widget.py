@@ -299,9 +299,10 @@ class FlowRunWidget:
     # -- display (kernel main thread)
     def display(self) -> None:
         """Show the widget in the current cell output."""
-        from IPython.display import display
+        from IPython import display as ipython_display
 
-        self._display = display(self, display_id=True)
+        show: Any = ipython_display.display
+        self._display = show(self, display_id=True)
 
     def refresh_display(self) -> None:
         """Flush and rewrite the displayed output (keeps the static HTML up to date)."""
