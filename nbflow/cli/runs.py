@@ -1,0 +1,255 @@
+"""``nbflow runs ls`` and ``nbflow runs show``: list and inspect flow runs in the store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+from uuid import UUID
+
+from nbflow.cli import UsageError
+from nbflow.cli._output import (
+    format_duration,
+    format_time,
+    print_table,
+    short_id,
+    store_location,
+)
+from nbflow.client import Client, get_client
+from nbflow.exceptions import FlowRunNotFound
+from nbflow.schemas import FlowRun, FlowRunFilter, TaskRunFilter
+from nbflow.settings import get_settings
+from nbflow.states import DEFAULT_NAMES, StateType
+
+__all__ = ["register", "resolve_flow_run", "run_duration"]
+
+_PAGE = 1000
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``runs`` command group."""
+    parser = subparsers.add_parser(
+        "runs",
+        help="list and inspect flow runs",
+        description="List and inspect the flow runs recorded in the store.",
+    )
+    group = parser.add_subparsers(dest="runs_command", metavar="<subcommand>", required=True)
+
+    ls = group.add_parser(
+        "ls",
+        help="list flow runs, newest first",
+        description="List flow runs, newest first.",
+    )
+    ls.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        metavar="STATE",
+        help="only runs in this state: a type (failed, running, ...) or a name "
+        "(Cached, TimedOut, Late, ...); repeat for several",
+    )
+    ls.add_argument(
+        "--flow", action="append", default=[], metavar="NAME", help="only runs of this flow"
+    )
+    ls.add_argument(
+        "--limit", type=_positive_int, default=20, metavar="N", help="at most N runs (20)"
+    )
+    ls.add_argument("--json", action="store_true", help="print the runs as a JSON list")
+    ls.set_defaults(handler=handle_ls, prog=ls.prog)
+
+    show = group.add_parser(
+        "show",
+        help="show one flow run: states, task runs, parameters, timings",
+        description="Show one flow run: its states, task runs, parameters and timings.",
+    )
+    show.add_argument("run_id", metavar="ID", help="a flow run id, or a unique prefix of one")
+    show.add_argument("--logs", action="store_true", help="also print the run's logs")
+    show.add_argument("--json", action="store_true", help="print the run as JSON")
+    show.set_defaults(handler=handle_show, prog=show.prog)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; give 1 to 1000")
+    return value
+
+
+def _state_filter(states: list[str]) -> tuple[list[StateType] | None, list[str] | None]:
+    """Split ``--state`` values into state types and state names."""
+    names_by_lower = {name.lower(): name for name in _KNOWN_NAMES}
+    types: list[StateType] = []
+    names: list[str] = []
+    for value in states:
+        if value.upper() in StateType.__members__:
+            types.append(StateType[value.upper()])
+        elif value.lower() in names_by_lower:
+            names.append(names_by_lower[value.lower()])
+        else:
+            known = ", ".join(sorted({t.value.lower() for t in StateType} | set(_KNOWN_NAMES)))
+            raise UsageError(f"--state {value!r} is not a state type or name; use one of: {known}")
+    return types or None, names or None
+
+
+_KNOWN_NAMES = sorted(
+    set(DEFAULT_NAMES.values())
+    | {"Late", "AwaitingRetry", "Retrying", "Cached", "TimedOut", "Submitting", "NotReady"}
+)
+
+
+def run_duration(run: FlowRun) -> float | None:
+    """Return how long the run ran (total run time; from the start until now when running)."""
+    if run.total_run_time:
+        return run.total_run_time
+    if run.start_time and run.end_time:
+        return (run.end_time - run.start_time).total_seconds()
+    if run.start_time and run.state_type == StateType.RUNNING:
+        from nbflow.states import now
+
+        return (now() - run.start_time).total_seconds()
+    return None
+
+
+def _state_label(run: FlowRun) -> str:
+    return run.state.name if run.state else "-"
+
+
+def handle_ls(args: argparse.Namespace) -> int:
+    """List flow runs."""
+    types, names = _state_filter(args.state)
+    flt = FlowRunFilter(
+        state_types=types, state_names=names, flow_names=args.flow or None, limit=args.limit
+    )
+    runs = get_client().read_flow_runs(flt)
+    if args.json:
+        json.dump([run.model_dump(mode="json") for run in runs], sys.stdout, indent=2)
+        print()
+        return 0
+    if not runs:
+        print(f"no flow runs in {store_location(get_settings())}", file=sys.stderr)
+        return 0
+    rows = [
+        [
+            short_id(run.id),
+            run.name,
+            run.flow_name or "-",
+            _state_label(run),
+            format_time(run.start_time),
+            format_duration(run_duration(run)),
+        ]
+        for run in runs
+    ]
+    print_table(["ID", "NAME", "FLOW", "STATE", "START", "DURATION"], rows)
+    return 0
+
+
+def resolve_flow_run(client: Client, text: str) -> FlowRun:
+    """Return the flow run whose id is ``text`` or starts with it (unique prefix)."""
+    text = text.strip().lower()
+    try:
+        return client.read_flow_run(UUID(text))
+    except ValueError:
+        pass
+    if not text or any(c not in "0123456789abcdef-" for c in text):
+        raise UsageError(f"{text!r} is not a flow run id; give an id or its first characters")
+    matches: list[FlowRun] = []
+    offset = 0
+    while True:
+        page = client.read_flow_runs(FlowRunFilter(limit=_PAGE, offset=offset))
+        matches.extend(run for run in page if str(run.id).startswith(text))
+        if len(page) < _PAGE or len(matches) > 1:
+            break
+        offset += _PAGE
+    if not matches:
+        raise FlowRunNotFound(text)
+    if len(matches) > 1:
+        ids = ", ".join(str(run.id) for run in matches[:5])
+        raise UsageError(f"id prefix {text!r} matches several runs ({ids}); give more characters")
+    return matches[0]
+
+
+def handle_show(args: argparse.Namespace) -> int:
+    """Show one flow run."""
+    client = get_client()
+    run = resolve_flow_run(client, args.run_id)
+    states = client.read_flow_run_states(run.id)
+    task_runs = client.read_task_runs(TaskRunFilter(flow_run_ids=[run.id], limit=100_000))
+    if args.json:
+        doc = run.model_dump(mode="json")
+        doc["states"] = [s.model_dump(mode="json") for s in states]
+        doc["task_runs"] = [t.model_dump(mode="json") for t in task_runs]
+        json.dump(doc, sys.stdout, indent=2)
+        print()
+        return 0
+
+    print(f"Flow run {run.id}")
+    print(f"  name:        {run.name}")
+    print(f"  flow:        {run.flow_name or run.flow_id}")
+    print(f"  state:       {_state_label(run)}")
+    if run.state and run.state.message:
+        print(f"  message:     {run.state.message}")
+    print(f"  mode:        {run.mode}")
+    print(f"  start:       {format_time(run.start_time)}")
+    print(f"  end:         {format_time(run.end_time)}")
+    print(f"  duration:    {format_duration(run_duration(run))}")
+    print(f"  run count:   {run.run_count}")
+    if run.notebook_path:
+        print(f"  notebook:    {run.notebook_path}")
+    if run.output_path:
+        print(f"  output:      {run.output_path}")
+
+    print("\nParameters")
+    if run.parameters:
+        for key, value in run.parameters.items():
+            print(f"  {key} = {json.dumps(value, default=str)}")
+    else:
+        print("  (none)")
+
+    print("\nStates")
+    print_table(
+        ["  TIME", "STATE", "MESSAGE"],
+        [
+            [
+                "  " + format_time(s.timestamp),
+                s.name,
+                (s.message or "").splitlines()[0] if s.message else "",
+            ]
+            for s in states
+        ],
+    )
+
+    print(f"\nTask runs ({len(task_runs)})")
+    if task_runs:
+        cached = sum(1 for t in task_runs if t.state and t.state.name == "Cached")
+        retried = sum(1 for t in task_runs if t.run_count > 1)
+        rows = [
+            [
+                "  " + t.name,
+                t.state.name if t.state else "-",
+                format_time(t.start_time),
+                format_duration(t.total_run_time if t.start_time else None),
+                str(t.run_count),
+                "yes" if t.state and t.state.name == "Cached" else "",
+            ]
+            for t in task_runs
+        ]
+        print_table(["  TASK", "STATE", "START", "DURATION", "RUNS", "CACHED"], rows)
+        print(f"  {cached} cache hit(s), {retried} task run(s) retried")
+    else:
+        print("  (none)")
+
+    if args.logs:
+        print("\nLogs")
+        cursor = 0
+        while True:
+            page = client.read_logs(run.id, cursor=cursor)
+            for record in page.logs:
+                print(f"  {format_time(record.timestamp)}  {record.message}")
+            if not page.logs:
+                break
+            cursor = page.cursor
+    return 0
