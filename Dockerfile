@@ -1,0 +1,41 @@
+# The nbflow runtime image: runs `nbflow execute <run-id>` (papermill + ipykernel) for the
+# Docker and Kubernetes runners.
+#
+#   docker build --network host --build-arg BASE_IMAGE=python:3.11-slim -t myregistry/nbflow:latest .
+#
+# BASE_IMAGE needs python3 (>= 3.11) with the venv module and a shell; update-ca-certificates
+# is used when present. Extra CA certificates (*.crt) in docker/ca-certificates/ are trusted.
+# Layers: (1) CA certificates + venv + the heavy dependencies, which only change when this
+# file changes; (2) the project itself, so rebuilding after a code change takes seconds.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+
+ENV LANG=C.UTF-8 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+COPY docker/ca-certificates/ /usr/local/share/ca-certificates/
+
+RUN set -eu; \
+    find /usr/local/share/ca-certificates -type f ! -name '*.crt' -delete; \
+    if command -v update-ca-certificates >/dev/null; then update-ca-certificates >/dev/null; fi; \
+    python3 -m venv /opt/venv; \
+    pip install --upgrade "pip>=23" \
+    && pip install \
+        "hatchling>=1.21" \
+        "papermill>=2.6" "ipykernel>=6.29" "nbclient>=0.10" "nbformat>=5.9" "ipywidgets>=8.1" \
+        "pydantic>=2.6" "SQLAlchemy>=2.0" "alembic>=1.13" "httpx>=0.27" "croniter>=2" \
+        "anyio>=4" "cloudpickle>=2" \
+    && python -m ipykernel install --sys-prefix --name python3
+
+COPY . /src/nbflow
+RUN pip install --no-build-isolation "/src/nbflow[notebook]" \
+    && python -c "import nbflow, papermill"
+
+CMD ["nbflow", "--help"]
