@@ -1,0 +1,173 @@
+"""``NbflowApp``: the server extension's configuration, state and lifecycle.
+
+Configure it with traitlets (``c.NbflowApp.db_url = ...`` in ``jupyter_server_config.py``
+or ``--NbflowApp.db_url=...`` on the command line).  The app owns one store client shared
+by every handler, the run-token signer, the event bus and the service loops.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
+
+from nbflow.client.base import Client
+from nbflow.client.embedded import EmbeddedClient
+from nbflow.settings import get_settings
+from nbflow_server.events import EventBus
+from nbflow_server.handlers import API_PREFIX, ROUTES
+from nbflow_server.services import Service, ServiceGroup
+from nbflow_server.tokens import RunTokenSigner, load_or_create_secret
+
+__all__ = ["NbflowApp"]
+
+
+class NbflowApp(ExtensionApp):
+    """The nbflow orchestration API, event stream and services inside a Jupyter server."""
+
+    name = "nbflow"
+    description = "nbflow: notebooks as orchestrated, scheduled, observable flows"
+    load_other_extensions = True
+    extension_url = f"/{API_PREFIX}/openapi.json"
+
+    db_url = Unicode(
+        help=(
+            "SQLAlchemy URL of the nbflow store (sqlite:///... or postgresql+psycopg://...). "
+            "Default: the embedded SQLite store of nbflow's settings (NBFLOW_DATABASE_URL, "
+            "else $NBFLOW_HOME/nbflow.db)."
+        ),
+    ).tag(config=True)
+
+    secret_file = Unicode(
+        help=(
+            "File holding the secret that signs per-run API tokens (created with mode 0600 "
+            "when missing). Default: $NBFLOW_HOME/server_secret."
+        ),
+    ).tag(config=True)
+
+    default_runner = Unicode(
+        "subprocess",
+        help="Runner for runs and deployments that name none (subprocess, docker, kubernetes, ...).",
+    ).tag(config=True)
+
+    runner_defaults = Dict(
+        key_trait=Unicode(),
+        value_trait=Dict(),
+        help=(
+            "Default job variables per runner, e.g. {'docker': {'image': 'python:3.12'}}; "
+            "deployment and run job variables override them."
+        ),
+    ).tag(config=True)
+
+    scheduler_interval = Float(
+        10.0, help="Seconds between two passes of the scheduler that creates scheduled runs."
+    ).tag(config=True)
+
+    monitor_interval = Float(
+        5.0,
+        help="Seconds between two passes of the monitors (heartbeats, Late marking, cancelling).",
+    ).tag(config=True)
+
+    heartbeat_timeout = Float(
+        90.0,
+        help="A running batch run whose last heartbeat is older than this many seconds is Crashed.",
+    ).tag(config=True)
+
+    global_concurrency_limit = Integer(
+        None,
+        allow_none=True,
+        help="Most flow runs the dispatcher lets run at once across all deployments (None: no limit).",
+    ).tag(config=True)
+
+    late_after_seconds = Float(
+        15.0,
+        help="A Scheduled run not started this many seconds after its time is marked Late.",
+    ).tag(config=True)
+
+    services_enabled = Bool(
+        True,
+        help="Run the scheduler, dispatcher and monitors in this server (False: API only).",
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return get_settings().database_url
+
+    @default("secret_file")
+    def _default_secret_file(self) -> str:
+        return str(get_settings().home / "server_secret")
+
+    @validate("scheduler_interval", "monitor_interval", "heartbeat_timeout", "late_after_seconds")
+    def _positive(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if value <= 0:
+            raise TraitError(
+                f"NbflowApp.{proposal['trait'].name}={value!r}: must be a positive number of seconds"
+            )
+        return value
+
+    @validate("global_concurrency_limit")
+    def _limit(self, proposal: Any) -> int | None:
+        value = proposal["value"]
+        if value is not None and value < 1:
+            raise TraitError(
+                f"NbflowApp.global_concurrency_limit={value!r}: must be at least 1, or None for no limit"
+            )
+        return value  # type: ignore[no-any-return]
+
+    # -- state -------------------------------------------------------------------------
+    client: Client
+    signer: RunTokenSigner
+    event_bus: EventBus
+    services: ServiceGroup
+
+    def initialize_settings(self) -> None:
+        """Open the store, load the token secret and prepare the services."""
+        self.client = EmbeddedClient.from_url(self.db_url)
+        self.signer = RunTokenSigner(load_or_create_secret(Path(self.secret_file)))
+        self.event_bus = EventBus()
+        self.services = ServiceGroup(self._make_services() if self.services_enabled else ())
+        self.log.info("nbflow: store %s", _redact(self.db_url))
+
+    def _make_services(self) -> list[Service]:
+        # The scheduler, dispatcher and monitors register here as they are built.
+        return []
+
+    #: The route table served (the OpenAPI document is built from it).
+    routes = ROUTES
+
+    def initialize_handlers(self) -> None:
+        """Add the REST and websocket routes under ``/nbflow/api/v1``."""
+        for route in self.routes:
+            self.handlers.append((f"/{API_PREFIX}{route.path}", route.handler))
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        """Start the service loops once the server's event loop runs."""
+        await self.services.start()
+
+    async def stop_extension(self) -> None:
+        """Stop the services and close the store."""
+        await self.services.stop()
+        self.client.close()
+
+    def mint_run_token(self, flow_run_id: UUID) -> str:
+        """Return the API token that lets a runner report on ``flow_run_id`` and nothing else."""
+        return self.signer.mint(flow_run_id)
+
+    def api_url(self) -> str:
+        """Return this server's nbflow API base URL (for runners' ``NBFLOW_API_URL``)."""
+        assert self.serverapp is not None
+        return f"{self.serverapp.connection_url.rstrip('/')}/{API_PREFIX}"
+
+
+def _redact(url: str) -> str:
+    """Hide the password of a database URL in logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

@@ -1,0 +1,41 @@
+"""The REST API's route table: one handler module per resource, under ``/nbflow/api/v1``."""
+
+from __future__ import annotations
+
+from nbflow_server.handlers import (
+    artifacts,
+    deployments,
+    events,
+    flow_runs,
+    flows,
+    logs,
+    openapi,
+    task_runs,
+)
+from nbflow_server.handlers.routes import API_PREFIX, ID, Route
+
+__all__ = ["API_PREFIX", "ROUTES", "Route"]
+
+ROUTES: list[Route] = [
+    Route("/flows", flows.FlowsHandler),
+    Route(f"/flows/(?P<flow_id>{ID})", flows.FlowHandler),
+    Route("/deployments", deployments.DeploymentsHandler),
+    Route(f"/deployments/(?P<deployment_id>{ID})", deployments.DeploymentHandler),
+    Route(f"/deployments/(?P<deployment_id>{ID})/runs", deployments.DeploymentRunsHandler),
+    Route("/flow_runs", flow_runs.FlowRunsHandler),
+    Route(f"/flow_runs/(?P<flow_run_id>{ID})", flow_runs.FlowRunHandler),
+    Route(f"/flow_runs/(?P<flow_run_id>{ID})/set_state", flow_runs.FlowRunSetStateHandler),
+    Route(f"/flow_runs/(?P<flow_run_id>{ID})/cancel", flow_runs.FlowRunCancelHandler),
+    Route(f"/flow_runs/(?P<flow_run_id>{ID})/heartbeat", flow_runs.FlowRunHeartbeatHandler),
+    Route(f"/flow_runs/(?P<flow_run_id>{ID})/states", flow_runs.FlowRunStatesHandler),
+    Route(f"/flow_runs/(?P<flow_run_id>{ID})/output", flow_runs.FlowRunOutputHandler),
+    Route(f"/flow_runs/(?P<flow_run_id>{ID})/graph", flow_runs.FlowRunGraphHandler),
+    Route("/task_runs", task_runs.TaskRunsHandler),
+    Route("/task_runs/batch", task_runs.TaskRunBatchHandler),
+    Route(f"/task_runs/(?P<task_run_id>{ID})/states", task_runs.TaskRunStatesHandler),
+    Route("/logs", logs.LogsHandler),
+    Route("/logs/batch", logs.LogBatchHandler),
+    Route("/artifacts", artifacts.ArtifactsHandler),
+    Route("/events", events.EventsHandler),
+    Route("/openapi.json", openapi.OpenAPIHandler),
+]

@@ -1,0 +1,248 @@
+"""Request and response bodies of the REST API that are not domain models.
+
+Domain objects cross the API as the models of :mod:`nbflow.schemas`; this module adds the
+envelopes (pages, batches) and the partial-update bodies.  Every model forbids unknown
+fields so a typo is a 400 naming the field, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nbflow.schemas import (
+    Artifact,
+    Deployment,
+    Flow,
+    FlowRun,
+    Log,
+    Schedule,
+    TaskRun,
+)
+from nbflow.states import State, StateType
+
+__all__ = [
+    "ArtifactList",
+    "DeploymentList",
+    "DeploymentUpdate",
+    "ErrorBody",
+    "FlowList",
+    "FlowRunGraph",
+    "FlowRunPage",
+    "FlowRunUpdate",
+    "GraphEdge",
+    "LogBatch",
+    "LogPageBody",
+    "LogQuery",
+    "ArtifactQuery",
+    "DeploymentQuery",
+    "PageQuery",
+    "RunDeploymentRequest",
+    "SetStateRequest",
+    "StateList",
+    "TaskRunBatch",
+    "TaskRunList",
+    "TaskRunStateItem",
+    "TaskRunQuery",
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorField(_Body):
+    """One problem of a request, located by a dotted field path."""
+
+    field: str
+    problem: str
+
+
+class ErrorBody(_Body):
+    """What every error response carries."""
+
+    message: str
+    reason: str | None = None
+    errors: list[ErrorField] = Field(default_factory=list)
+
+
+class PageQuery(_Body):
+    """Pagination of a listing."""
+
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class FlowQuery(PageQuery):
+    """Listing flows, optionally the one with a name."""
+
+    name: str | None = None
+
+
+class DeploymentQuery(PageQuery):
+    """Listing deployments, optionally of one flow."""
+
+    flow_id: uuid.UUID | None = None
+
+
+class TaskRunQuery(_Body):
+    """Listing task runs (same fields as ``TaskRunFilter``)."""
+
+    flow_run_ids: list[uuid.UUID] | None = None
+    state_types: list[StateType] | None = None
+    limit: int = Field(default=1000, ge=1, le=100_000)
+    offset: int = Field(default=0, ge=0)
+
+
+class LogQuery(_Body):
+    """Reading a run's logs after a cursor."""
+
+    flow_run_id: uuid.UUID
+    cursor: int = Field(default=0, ge=0)
+    limit: int = Field(default=1000, ge=1, le=10_000)
+    task_run_id: uuid.UUID | None = None
+
+
+class ArtifactQuery(_Body):
+    """Listing artifacts of a run and/or with a key."""
+
+    flow_run_id: uuid.UUID | None = None
+    key: str | None = None
+
+
+class FlowList(_Body):
+    """A page of flows."""
+
+    items: list[Flow]
+
+
+class DeploymentList(_Body):
+    """A page of deployments."""
+
+    items: list[Deployment]
+
+
+class FlowRunPage(_Body):
+    """A page of flow runs with the total count matching the filter."""
+
+    items: list[FlowRun]
+    total: int
+    limit: int
+    offset: int
+
+
+class TaskRunList(_Body):
+    """Task runs matching a filter."""
+
+    items: list[TaskRun]
+
+
+class StateList(_Body):
+    """A state history, oldest first."""
+
+    items: list[State]
+
+
+class ArtifactList(_Body):
+    """Artifacts, oldest first."""
+
+    items: list[Artifact]
+
+
+class DeploymentUpdate(_Body):
+    """Fields of a deployment to change (``{"paused": true}`` pauses it)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    runner: str | None = None
+    job_variables: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = None
+    schedules: list[Schedule] | None = None
+    paused: bool | None = None
+    concurrency_limit: int | None = Field(default=None, ge=1)
+    description: str | None = None
+    tags: list[str] | None = None
+
+
+class RunDeploymentRequest(_Body):
+    """Run a deployment now: parameters and job variables override the deployment's."""
+
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    job_variables: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    #: When to start (default: now).
+    scheduled_time: datetime | None = None
+    idempotency_key: str | None = None
+
+
+class FlowRunUpdate(_Body):
+    """Non-state fields of a flow run to change."""
+
+    name: str | None = None
+    tags: list[str] | None = None
+    job_variables: dict[str, Any] | None = None
+    infrastructure_id: str | None = None
+    output_path: str | None = None
+
+
+class SetStateRequest(_Body):
+    """Propose a state for a flow run through the orchestration gate."""
+
+    state: State
+    force: bool = False
+
+
+class TaskRunStateItem(_Body):
+    """One state of a task run in a batch."""
+
+    task_run_id: uuid.UUID
+    state: State
+
+
+class TaskRunBatch(_Body):
+    """Task-run snapshots and state history to ingest in one batch."""
+
+    task_runs: list[TaskRun] = Field(default_factory=list, max_length=10_000)
+    states: list[TaskRunStateItem] = Field(default_factory=list, max_length=10_000)
+
+
+class LogBatch(_Body):
+    """Log records to append in one batch."""
+
+    logs: list[Log] = Field(max_length=10_000)
+
+
+class LogPageBody(_Body):
+    """A page of logs and the cursor for the next page."""
+
+    logs: list[Log]
+    cursor: int
+
+
+class GraphEdge(_Body):
+    """``upstream`` had to finish before ``downstream`` ran."""
+
+    upstream: uuid.UUID
+    downstream: uuid.UUID
+
+
+class FlowRunGraph(_Body):
+    """The task runs of a flow run and their dependency edges."""
+
+    flow_run_id: uuid.UUID
+    nodes: list[TaskRun]
+    edges: list[GraphEdge]
+
+
+class Event(_Body):
+    """A message of the event stream."""
+
+    type: Literal["flow_run_state", "task_run_state", "deployment"]
+    flow_run_id: uuid.UUID | None = None
+    flow_run: FlowRun | None = None
+    task_run: TaskRun | None = None
+    deployment: Deployment | None = None
+    state: State | None = None
