@@ -1,0 +1,588 @@
+"""The store: every operation of the client interface as SQL transactions.
+
+Each public method is one transaction.  Writes go through :meth:`Store._write`, which
+begins with the SQLite write lock (``BEGIN IMMEDIATE``) or, on PostgreSQL, locks the rows
+it changes, and retries on lock conflicts.  Flow-run state changes run the orchestration
+policy inside the transaction that holds the run's row lock, so two processes proposing
+states for one run are decided one after the other against the committed current state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+import pydantic
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import IntegrityError
+
+from nbflow.exceptions import FlowRunNotFound, NotFound, ObjectAlreadyExists, ValidationError
+from nbflow.orchestration.store import flow_runs as flow_runs_tx
+from nbflow.orchestration.store import rows
+from nbflow.orchestration.store.database import (
+    create_engine,
+    migrate,
+    run_with_retry,
+    write_engine,
+)
+from nbflow.orchestration.store.tables import (
+    artifacts,
+    deployments,
+    flow_run_states,
+    flow_runs,
+    flows,
+    logs,
+    schedules,
+    task_run_states,
+    task_runs,
+)
+from nbflow.schemas import (
+    Artifact,
+    Deployment,
+    DeploymentCreate,
+    Flow,
+    FlowRun,
+    FlowRunCreate,
+    FlowRunFilter,
+    Log,
+    OrchestrationResult,
+    Schedule,
+    TaskRun,
+    TaskRunFilter,
+)
+from nbflow.states import State, StateType, now
+
+__all__ = ["UPDATABLE_FLOW_RUN_FIELDS", "Store"]
+
+T = TypeVar("T")
+
+#: Fields ``update_flow_run`` may change; states change only through the gate.
+UPDATABLE_FLOW_RUN_FIELDS = frozenset(
+    {
+        "name",
+        "tags",
+        "job_variables",
+        "parameters",
+        "infrastructure_id",
+        "output_path",
+        "notebook_path",
+        "runner",
+    }
+)
+_FIXED_DEPLOYMENT_FIELDS = frozenset({"id", "created", "updated"})
+
+
+def bulk_execute(
+    conn: sa.Connection,
+    stmt: sa.Insert,
+    table: sa.Table,
+    data: list[dict[str, Any]],
+    *,
+    serialized: frozenset[str] = frozenset(),
+) -> None:
+    """Execute ``stmt`` once per row of ``data`` with one driver ``executemany``.
+
+    Equivalent to ``conn.execute(stmt, data)`` but several times faster for big batches:
+    the statement is compiled once and each column's bind processor (from the column's
+    type, the public ``TypeEngine.bind_processor``) is applied in a tight loop.  All rows
+    must have the keys of the first; values of the ``serialized`` keys are already in the
+    driver's form (JSON text) and are passed through.
+    """
+    if not data:
+        return
+    dialect = conn.dialect
+    keys = list(data[0])
+    compiled = stmt.compile(dialect=dialect, column_keys=keys)
+    processors = {
+        key: proc
+        for key in keys
+        if key not in serialized and (proc := table.c[key].type.bind_processor(dialect))
+    }
+    if compiled.positional:
+        names = list(compiled.positiontup or ())
+        procs = [(i, processors[n]) for i, n in enumerate(names) if n in processors]
+        params: list[Any] = []
+        for row in data:
+            values = [row[n] for n in names]
+            for i, proc in procs:
+                values[i] = proc(values[i])
+            params.append(tuple(values))
+    else:
+        params = [
+            {k: (processors[k](v) if k in processors else v) for k, v in row.items()}
+            for row in data
+        ]
+    conn.exec_driver_sql(compiled.string, params)
+
+
+def _validation_error(exc: pydantic.ValidationError) -> ValidationError:
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or exc.title
+    return ValidationError(field, first.get("input"), first["msg"])
+
+
+class Store:
+    """Flows, deployments, runs, task runs, logs and artifacts in a SQL database."""
+
+    def __init__(self, engine: Engine, *, run_migrations: bool = True) -> None:
+        self.engine = engine
+        self._writer = write_engine(engine)
+        self.dialect = engine.dialect.name
+        in_memory = self.dialect == "sqlite" and engine.url.database in (None, "", ":memory:")
+        # An in-memory SQLite database is one shared connection: serialize its users.
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if in_memory else contextlib.nullcontext()
+        )
+        if run_migrations:
+            migrate(engine)
+
+    @classmethod
+    def from_url(cls, url: str | URL, **engine_kwargs: Any) -> Store:
+        """Open (and migrate, on first use) the store at a SQLAlchemy URL."""
+        return cls(create_engine(url, **engine_kwargs))
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    # -- transactions --------------------------------------------------------------------
+    def _read(self, fn: Callable[[sa.Connection], T]) -> T:
+        with self._lock, self.engine.connect() as conn, conn.begin():
+            return fn(conn)
+
+    def _write(self, fn: Callable[[sa.Connection], T]) -> T:
+        def attempt() -> T:
+            with self._lock, self._writer.begin() as conn:
+                return fn(conn)
+
+        return run_with_retry(attempt)
+
+    def _insert(self, table: sa.Table) -> Any:
+        """Return a dialect INSERT (it has ``on_conflict_do_update`` / ``_do_nothing``)."""
+        return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
+
+    # -- flows ---------------------------------------------------------------------------
+    def create_flow(self, flow: Flow) -> Flow:
+        """Register ``flow`` by name, or update the registered one; return the stored flow."""
+        row = rows.flow_row(flow)
+
+        def tx(conn: sa.Connection) -> Flow:
+            stmt = self._insert(flows).values(row)
+            keep = {"id", "name", "created"}
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[flows.c.name],
+                set_={k: stmt.excluded[k] for k in row if k not in keep},
+            )
+            conn.execute(stmt)
+            stored = conn.execute(sa.select(flows).where(flows.c.name == flow.name)).one()
+            return rows.read_flow(stored)
+
+        return self._write(tx)
+
+    def read_flow(self, flow_id: UUID) -> Flow:
+        """Return the flow with this id (``NotFound`` if none)."""
+        row = self._read(lambda c: c.execute(sa.select(flows).where(flows.c.id == flow_id)).first())
+        if row is None:
+            raise NotFound("flow", flow_id)
+        return rows.read_flow(row)
+
+    def read_flow_by_name(self, name: str) -> Flow:
+        """Return the flow with this name (``NotFound`` if none)."""
+        row = self._read(lambda c: c.execute(sa.select(flows).where(flows.c.name == name)).first())
+        if row is None:
+            raise NotFound("flow", name)
+        return rows.read_flow(row)
+
+    def read_flows(self, *, limit: int = 100, offset: int = 0) -> list[Flow]:
+        """Return flows ordered by name."""
+        query = sa.select(flows).order_by(flows.c.name).limit(limit).offset(offset)
+        return [rows.read_flow(r) for r in self._read(lambda c: c.execute(query).all())]
+
+    # -- deployments ---------------------------------------------------------------------
+    def _read_deployments(self, conn: sa.Connection, query: sa.Select[Any]) -> list[Deployment]:
+        found = conn.execute(query).all()
+        by_deployment: dict[UUID, list[Schedule]] = {r.id: [] for r in found}
+        if by_deployment:
+            sched = conn.execute(
+                sa.select(schedules)
+                .where(schedules.c.deployment_id.in_(list(by_deployment)))
+                .order_by(schedules.c.deployment_id, schedules.c.position)
+            ).all()
+            for s in sched:
+                by_deployment[s.deployment_id].append(rows.read_schedule(s))
+        return [rows.read_deployment(r, by_deployment[r.id]) for r in found]
+
+    def _replace_schedules(
+        self, conn: sa.Connection, deployment_id: UUID, items: Sequence[Schedule]
+    ) -> None:
+        conn.execute(sa.delete(schedules).where(schedules.c.deployment_id == deployment_id))
+        if items:
+            conn.execute(
+                sa.insert(schedules),
+                [rows.schedule_row(s, deployment_id, i) for i, s in enumerate(items)],
+            )
+
+    def create_deployment(self, deployment: DeploymentCreate) -> Deployment:
+        """Create the deployment, or update the one with the same flow and name."""
+        new = Deployment.model_validate(deployment.model_dump())
+        row = rows.deployment_row(new)
+
+        def tx(conn: sa.Connection) -> Deployment:
+            if conn.execute(sa.select(flows.c.id).where(flows.c.id == new.flow_id)).first() is None:
+                raise NotFound("flow", new.flow_id)
+            stmt = self._insert(deployments).values(row)
+            keep = {"id", "flow_id", "name", "created"}
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[deployments.c.flow_id, deployments.c.name],
+                set_={k: stmt.excluded[k] for k in row if k not in keep},
+            )
+            conn.execute(stmt)
+            stored_id = conn.execute(
+                sa.select(deployments.c.id).where(
+                    deployments.c.flow_id == new.flow_id, deployments.c.name == new.name
+                )
+            ).scalar_one()
+            self._replace_schedules(conn, stored_id, new.schedules)
+            query = sa.select(deployments).where(deployments.c.id == stored_id)
+            return self._read_deployments(conn, query)[0]
+
+        try:
+            return self._write(tx)
+        except IntegrityError as exc:
+            raise ObjectAlreadyExists(f"cannot store deployment {new.name!r}: {exc.orig}") from exc
+
+    def read_deployment(self, deployment_id: UUID) -> Deployment:
+        """Return the deployment with this id (``NotFound`` if none)."""
+        query = sa.select(deployments).where(deployments.c.id == deployment_id)
+        found = self._read(lambda c: self._read_deployments(c, query))
+        if not found:
+            raise NotFound("deployment", deployment_id)
+        return found[0]
+
+    def read_deployments(
+        self, *, flow_id: UUID | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Deployment]:
+        """Return deployments ordered by name, optionally of one flow."""
+        query = sa.select(deployments).order_by(deployments.c.name, deployments.c.id)
+        if flow_id is not None:
+            query = query.where(deployments.c.flow_id == flow_id)
+        query = query.limit(limit).offset(offset)
+        return self._read(lambda c: self._read_deployments(c, query))
+
+    def update_deployment(self, deployment_id: UUID, **changes: Any) -> Deployment:
+        """Change fields of a deployment (paused, schedules, parameters, ...)."""
+        for key in changes.keys() & _FIXED_DEPLOYMENT_FIELDS:
+            raise ValidationError(key, changes[key], "cannot be changed")
+
+        def tx(conn: sa.Connection) -> Deployment:
+            query = sa.select(deployments).where(deployments.c.id == deployment_id)
+            found = self._read_deployments(conn, query.with_for_update())
+            if not found:
+                raise NotFound("deployment", deployment_id)
+            try:
+                updated = Deployment.model_validate(
+                    {**found[0].model_dump(), **changes, "updated": now()}
+                )
+            except pydantic.ValidationError as exc:
+                raise _validation_error(exc) from exc
+            row = rows.deployment_row(updated)
+            conn.execute(
+                sa.update(deployments)
+                .where(deployments.c.id == deployment_id)
+                .values({k: v for k, v in row.items() if k not in ("id", "created")})
+            )
+            if "schedules" in changes:
+                self._replace_schedules(conn, deployment_id, updated.schedules)
+            return self._read_deployments(conn, query)[0]
+
+        try:
+            return self._write(tx)
+        except IntegrityError as exc:
+            raise ObjectAlreadyExists(
+                f"cannot update deployment {deployment_id}: {exc.orig}"
+            ) from exc
+
+    def delete_deployment(self, deployment_id: UUID) -> None:
+        """Delete a deployment and its not-yet-started (SCHEDULED) runs; other runs keep theirs."""
+
+        def tx(conn: sa.Connection) -> None:
+            conn.execute(
+                sa.delete(flow_runs).where(
+                    flow_runs.c.deployment_id == deployment_id,
+                    flow_runs.c.state_type == StateType.SCHEDULED.value,
+                )
+            )
+            gone = conn.execute(sa.delete(deployments).where(deployments.c.id == deployment_id))
+            if gone.rowcount == 0:
+                raise NotFound("deployment", deployment_id)
+
+        self._write(tx)
+
+    # -- flow runs -----------------------------------------------------------------------
+    def create_flow_run(self, flow_run: FlowRunCreate) -> FlowRun:
+        """Create a flow run; with an idempotency key already used, return the existing run."""
+        try:
+            return self._write(lambda conn: flow_runs_tx.create(conn, flow_run))
+        except IntegrityError as exc:
+            if flow_run.idempotency_key is not None:
+                # Another process created the run with this key at the same moment.
+                existing = self._read(lambda c: flow_runs_tx.find_by_key(c, flow_run))
+                if existing is not None:
+                    return existing
+            raise ObjectAlreadyExists(f"cannot create flow run: {exc.orig}") from exc
+
+    def read_flow_run(self, flow_run_id: UUID) -> FlowRun:
+        """Return the flow run with this id (``FlowRunNotFound`` if none)."""
+        row = self._read(
+            lambda c: c.execute(
+                flow_runs_tx.RUN_SELECT.where(flow_runs.c.id == flow_run_id)
+            ).first()
+        )
+        if row is None:
+            raise FlowRunNotFound(flow_run_id)
+        return rows.read_flow_run(row)
+
+    def read_flow_runs(self, flow_run_filter: FlowRunFilter | None = None) -> list[FlowRun]:
+        """Return flow runs matching the filter (newest first by default)."""
+        f = flow_run_filter or FlowRunFilter()
+        c = flow_runs.c
+        order = (
+            (c.created.desc(), c.id.desc())
+            if f.sort == "created_desc"
+            else (c.expected_start_time.asc(), c.id.asc())
+        )
+        query = (
+            flow_runs_tx.filtered(flow_runs_tx.RUN_SELECT, f)
+            .order_by(*order)
+            .limit(f.limit)
+            .offset(f.offset)
+        )
+        return [rows.read_flow_run(r) for r in self._read(lambda conn: conn.execute(query).all())]
+
+    def count_flow_runs(self, flow_run_filter: FlowRunFilter | None = None) -> int:
+        """Count flow runs matching the filter (ignoring limit and offset)."""
+        f = flow_run_filter or FlowRunFilter()
+        query = flow_runs_tx.filtered(
+            sa.select(sa.func.count())
+            .select_from(flow_runs)
+            .join(flows, flows.c.id == flow_runs.c.flow_id),
+            f,
+        )
+        return int(self._read(lambda conn: conn.execute(query).scalar_one()))
+
+    def set_flow_run_state(
+        self, flow_run_id: UUID, state: State, *, force: bool = False
+    ) -> OrchestrationResult:
+        """Propose ``state`` through the orchestration gate; return its answer.
+
+        The run's row is locked (``SELECT ... FOR UPDATE``; on SQLite the whole database
+        is, by ``BEGIN IMMEDIATE``) while the policy decides, so concurrent proposals are
+        decided one at a time: of N processes claiming a run, exactly one gets ACCEPT.
+        """
+
+        return self._write(lambda c: flow_runs_tx.set_state(c, flow_run_id, state, force=force))
+
+    def read_flow_run_states(self, flow_run_id: UUID) -> list[State]:
+        """Return the run's state history, oldest first."""
+
+        def tx(conn: sa.Connection) -> list[State]:
+            found = conn.execute(
+                sa.select(flow_run_states.c.state_json)
+                .where(flow_run_states.c.flow_run_id == flow_run_id)
+                .order_by(flow_run_states.c.seq)
+            ).all()
+            if not found and not self._run_exists(conn, flow_run_id):
+                raise FlowRunNotFound(flow_run_id)
+            return [State.model_validate_json(r.state_json) for r in found]
+
+        return self._read(tx)
+
+    def _run_exists(self, conn: sa.Connection, flow_run_id: UUID) -> bool:
+        query = sa.select(flow_runs.c.id).where(flow_runs.c.id == flow_run_id)
+        return conn.execute(query).first() is not None
+
+    def update_flow_run(self, flow_run_id: UUID, **changes: Any) -> FlowRun:
+        """Set non-state fields (see ``UPDATABLE_FLOW_RUN_FIELDS``); return the run."""
+        for key in changes.keys() - UPDATABLE_FLOW_RUN_FIELDS:
+            raise ValidationError(
+                key,
+                changes[key],
+                "cannot be changed with update_flow_run",
+                f"change one of {', '.join(sorted(UPDATABLE_FLOW_RUN_FIELDS))}; "
+                "states change through set_flow_run_state",
+            )
+
+        def tx(conn: sa.Connection) -> FlowRun:
+            query = flow_runs_tx.RUN_SELECT.where(flow_runs.c.id == flow_run_id)
+            row = conn.execute(query.with_for_update(of=flow_runs)).first()
+            if row is None:
+                raise FlowRunNotFound(flow_run_id)
+            data = rows.read_flow_run(row).model_dump()
+            try:
+                updated = FlowRun.model_validate({**data, **changes, "updated": now()})
+            except pydantic.ValidationError as exc:
+                raise _validation_error(exc) from exc
+            new_row = rows.flow_run_row(updated)
+            values = {k: new_row[k] for k in (*changes, "updated")}
+            conn.execute(sa.update(flow_runs).where(flow_runs.c.id == flow_run_id).values(values))
+            return updated
+
+        return self._write(tx)
+
+    def heartbeat(self, flow_run_id: UUID) -> None:
+        """Record that the process executing the run is alive."""
+        stmt = sa.update(flow_runs).where(flow_runs.c.id == flow_run_id).values(heartbeat=now())
+        if self._write(lambda c: c.execute(stmt).rowcount) == 0:
+            raise FlowRunNotFound(flow_run_id)
+
+    def delete_flow_run(self, flow_run_id: UUID) -> None:
+        """Delete a flow run with its states, task runs, logs and artifacts."""
+        stmt = sa.delete(flow_runs).where(flow_runs.c.id == flow_run_id)
+        if self._write(lambda c: c.execute(stmt).rowcount) == 0:
+            raise FlowRunNotFound(flow_run_id)
+
+    def _raise_missing_runs(self, run_ids: Iterable[UUID | None]) -> None:
+        wanted = {r for r in run_ids if r is not None}
+        found = self._read(
+            lambda c: set(
+                c.execute(sa.select(flow_runs.c.id).where(flow_runs.c.id.in_(wanted))).scalars()
+            )
+        )
+        for missing in sorted(wanted - found, key=str):
+            raise FlowRunNotFound(missing)
+
+    # -- task runs -----------------------------------------------------------------------
+    def write_task_runs(
+        self, task_runs_: Sequence[TaskRun], states: Sequence[tuple[UUID, State]] = ()
+    ) -> None:
+        """Upsert task runs (a newer ``updated`` wins) and append their states, in one batch.
+
+        Replaying a batch is harmless: states are keyed by their id.
+        """
+        latest = {t.id: t for t in task_runs_}  # the last snapshot of a run in the batch wins
+        state_json: dict[UUID, str] = {}
+        state_rows: list[dict[str, Any]] = []
+        for task_run_id, s in states:
+            text = state_json[s.id] = s.model_dump_json()
+            state_rows.append(
+                {
+                    "state_id": s.id,
+                    "task_run_id": task_run_id,
+                    "type": s.type._value_,  # not .value: that enum property is slow
+                    "name": s.name,
+                    "timestamp": s.timestamp,
+                    "state_json": text,
+                }
+            )
+        run_rows = [rows.task_run_row(t, state_json) for t in latest.values()]
+        upsert = self._insert(task_runs)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[task_runs.c.id],
+            set_={
+                c.name: upsert.excluded[c.name]
+                for c in task_runs.c
+                if c.name not in ("id", "created")
+            },
+            where=upsert.excluded.updated >= task_runs.c.updated,
+        )
+        append = self._insert(task_run_states).on_conflict_do_nothing(
+            index_elements=[task_run_states.c.state_id]
+        )
+
+        def tx(conn: sa.Connection) -> None:
+            bulk_execute(conn, upsert, task_runs, run_rows, serialized=rows.TASK_RUN_JSON_TEXT)
+            bulk_execute(conn, append, task_run_states, state_rows)
+
+        try:
+            self._write(tx)
+        except IntegrityError as exc:
+            self._raise_missing_runs(t.flow_run_id for t in latest.values())
+            raise NotFound("task run", f"of a state in the batch ({exc.orig})") from exc
+
+    def read_task_runs(self, task_run_filter: TaskRunFilter | None = None) -> list[TaskRun]:
+        """Return task runs matching the filter, oldest first."""
+        f = task_run_filter or TaskRunFilter()
+        query = sa.select(task_runs).order_by(task_runs.c.created, task_runs.c.id)
+        if f.flow_run_ids is not None:
+            query = query.where(task_runs.c.flow_run_id.in_(f.flow_run_ids))
+        if f.state_types is not None:
+            query = query.where(task_runs.c.state_type.in_([t.value for t in f.state_types]))
+        query = query.limit(f.limit).offset(f.offset)
+        return [rows.read_task_run(r) for r in self._read(lambda c: c.execute(query).all())]
+
+    def read_task_run_states(self, task_run_id: UUID) -> list[State]:
+        """Return a task run's state history, oldest first."""
+
+        def tx(conn: sa.Connection) -> list[State]:
+            found = conn.execute(
+                sa.select(task_run_states.c.state_json)
+                .where(task_run_states.c.task_run_id == task_run_id)
+                .order_by(task_run_states.c.seq)
+            ).all()
+            if not found:
+                exists = sa.select(task_runs.c.id).where(task_runs.c.id == task_run_id)
+                if conn.execute(exists).first() is None:
+                    raise NotFound("task run", task_run_id)
+            return [State.model_validate_json(r.state_json) for r in found]
+
+        return self._read(tx)
+
+    # -- logs and artifacts --------------------------------------------------------------
+    def write_logs(self, logs_: Sequence[Log]) -> None:
+        """Append a batch of log records."""
+        if not logs_:
+            return
+        log_rows = [rows.log_row(entry) for entry in logs_]
+        try:
+            self._write(lambda c: bulk_execute(c, sa.insert(logs), logs, log_rows))
+        except IntegrityError:
+            self._raise_missing_runs(entry.flow_run_id for entry in logs_)
+            raise
+
+    def read_logs(
+        self,
+        flow_run_id: UUID,
+        *,
+        cursor: int = 0,
+        limit: int = 1000,
+        task_run_id: UUID | None = None,
+    ) -> tuple[list[Log], int]:
+        """Return the run's logs after ``cursor`` (0: from the start) and the next cursor."""
+        query = (
+            sa.select(logs)
+            .where(logs.c.flow_run_id == flow_run_id, logs.c.id > cursor)
+            .order_by(logs.c.id)
+            .limit(limit)
+        )
+        if task_run_id is not None:
+            query = query.where(logs.c.task_run_id == task_run_id)
+        found = self._read(lambda c: c.execute(query).all())
+        next_cursor = found[-1].id if found else cursor
+        return [rows.read_log(r) for r in found], int(next_cursor)
+
+    def create_artifact(self, artifact: Artifact) -> Artifact:
+        """Store an artifact (an output notebook, a result reference)."""
+        try:
+            self._write(
+                lambda c: c.execute(sa.insert(artifacts).values(rows.artifact_row(artifact)))
+            )
+        except IntegrityError as exc:
+            self._raise_missing_runs([artifact.flow_run_id])
+            raise ObjectAlreadyExists(f"artifact {artifact.id} already exists") from exc
+        return artifact
+
+    def read_artifacts(
+        self, *, flow_run_id: UUID | None = None, key: str | None = None
+    ) -> list[Artifact]:
+        """Return artifacts of a run and/or with a key, oldest first."""
+        query = sa.select(artifacts).order_by(artifacts.c.created, artifacts.c.id)
+        if flow_run_id is not None:
+            query = query.where(artifacts.c.flow_run_id == flow_run_id)
+        if key is not None:
+            query = query.where(artifacts.c.key == key)
+        return [rows.read_artifact(r) for r in self._read(lambda c: c.execute(query).all())]
