@@ -13,9 +13,11 @@ import asyncio
 import importlib.util
 import inspect
 import json
+import logging
 import sys
 import threading
 import traceback
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -169,42 +171,73 @@ def parse_parameters(pairs: list[str], params_json: str | None = None) -> dict[s
 # -- running -------------------------------------------------------------------------------
 
 
-class _StatePrinter:
-    """Print flow-run and task-run state changes as they happen (called from engine threads)."""
+class _StatePrinter(logging.Handler):
+    """Print state changes and run logs as they happen (called from engine threads).
+
+    Subscribed to :mod:`nbflow.engine.events` for states and attached to the run logger
+    (``nbflow.runs``) for the records of ``get_run_logger()``.
+    """
 
     def __init__(self, quiet: bool) -> None:
+        super().__init__(logging.INFO)
         self.quiet = quiet
         self.flow_run_id: UUID | None = None
         self.flow_state: State | None = None
-        self._lock = threading.Lock()
+        self._task_labels: dict[UUID, str] = {}
+        self._print_lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
+        """Print a flow-run or task-run state change."""
         from nbflow.engine.events import FlowRunEvent
 
-        with self._lock:
+        with self._print_lock:
             if isinstance(event, FlowRunEvent):
                 if self.flow_run_id is None:
                     self.flow_run_id = event.flow_run_id
-                is_top = event.flow_run_id == self.flow_run_id
-                if is_top:
+                if event.flow_run_id == self.flow_run_id:
                     self.flow_state = event.state
-                label = "flow run" if is_top else f"subflow run {short_id(event.flow_run_id)}"
-                self._line(event.state, label)
+                label = f"flow run {short_id(event.flow_run_id)}"
+                self._line(event.state.timestamp, label, self._describe(event.state))
             else:
                 task_run = event.task_run
-                extra = ""
+                label = f"task {task_run.name}-{task_run.dynamic_key}"
+                self._task_labels[task_run.id] = label
+                text = self._describe(event.state)
                 if event.state.is_terminal and task_run.start_time is not None:
-                    extra = f" ({format_duration(task_run.total_run_time)})"
-                self._line(event.state, f"task {task_run.name}", extra)
+                    took = (event.state.timestamp - task_run.start_time).total_seconds()
+                    text += f" ({format_duration(took)})"
+                self._line(event.state.timestamp, label, text)
 
-    def _line(self, state: State, what: str, extra: str = "") -> None:
-        if self.quiet:
-            return
-        at = state.timestamp.astimezone().strftime("%H:%M:%S")
-        message = ""
+    def emit(self, record: logging.LogRecord) -> None:
+        """Print a run log record under the task (or flow run) that logged it."""
+        try:
+            task_run_id = getattr(record, "task_run_id", None)
+            flow_run_id = getattr(record, "flow_run_id", None)
+            with self._print_lock:
+                if task_run_id in self._task_labels:
+                    label = self._task_labels[task_run_id]
+                elif flow_run_id is not None:
+                    label = f"flow run {short_id(flow_run_id)}"
+                else:
+                    label = record.name
+                level = "" if record.levelno == logging.INFO else f"{record.levelname} "
+                moment = datetime.fromtimestamp(record.created, UTC)
+                self._line(moment, label, f"| {level}{record.getMessage()}")
+        except Exception:
+            self.handleError(record)
+
+    @staticmethod
+    def _describe(state: State) -> str:
         if state.message and state.type in (StateType.FAILED, StateType.CRASHED):
-            message = f": {state.message.splitlines()[0]}"
-        print(f"{at}  {what}  {state.name}{extra}{message}", flush=True)
+            return f"{state.name}: {state.message.splitlines()[0]}"
+        if state.name == "AwaitingRetry" and state.scheduled_time is not None:
+            wait = (state.scheduled_time - state.timestamp).total_seconds()
+            return f"{state.name} (in {format_duration(max(wait, 0.0))})"
+        return state.name
+
+    def _line(self, moment: datetime, what: str, text: str) -> None:
+        if not self.quiet:
+            print(f"{moment.astimezone():%H:%M:%S}  {what}  {text}", flush=True)
 
 
 def _call(flow: Flow[Any, Any], params: dict[str, Any]) -> Any:
@@ -228,6 +261,8 @@ def handle(args: argparse.Namespace) -> int:
 
     printer = _StatePrinter(args.quiet)
     unsubscribe = events.subscribe(printer)
+    run_logger = logging.getLogger("nbflow.runs")
+    run_logger.addHandler(printer)
     error: BaseException | None = None
     result: Any = None
     try:
@@ -238,6 +273,7 @@ def handle(args: argparse.Namespace) -> int:
         error = exc
     finally:
         unsubscribe()
+        run_logger.removeHandler(printer)
 
     if printer.flow_run_id is None:
         if error is not None:

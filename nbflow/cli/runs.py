@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
 from uuid import UUID
@@ -90,7 +91,11 @@ def _state_filter(states: list[str]) -> tuple[list[StateType] | None, list[str] 
         elif value.lower() in names_by_lower:
             names.append(names_by_lower[value.lower()])
         else:
-            known = ", ".join(sorted({t.value.lower() for t in StateType} | set(_KNOWN_NAMES)))
+            types_text = ", ".join(t.value.lower() for t in StateType)
+            names_text = ", ".join(
+                n for n in _KNOWN_NAMES if n.upper() not in StateType.__members__
+            )
+            known = f"{types_text} (types) or {names_text} (names)"
             raise UsageError(f"--state {value!r} is not a state type or name; use one of: {known}")
     return types or None, names or None
 
@@ -228,7 +233,7 @@ def handle_show(args: argparse.Namespace) -> int:
         retried = sum(1 for t in task_runs if t.run_count > 1)
         rows = [
             [
-                "  " + t.name,
+                f"  {t.name}-{t.dynamic_key}",
                 t.state.name if t.state else "-",
                 format_time(t.start_time),
                 format_duration(t.total_run_time if t.start_time else None),
@@ -244,11 +249,14 @@ def handle_show(args: argparse.Namespace) -> int:
 
     if args.logs:
         print("\nLogs")
+        labels = {t.id: f"{t.name}-{t.dynamic_key}" for t in task_runs}
         cursor = 0
         while True:
             page = client.read_logs(run.id, cursor=cursor)
             for record in page.logs:
-                print(f"  {format_time(record.timestamp)}  {record.message}")
+                where = labels.get(record.task_run_id, "flow") if record.task_run_id else "flow"
+                level = logging.getLevelName(record.level)
+                print(f"  {format_time(record.timestamp)}  {level:<7}  {where}  {record.message}")
             if not page.logs:
                 break
             cursor = page.cursor
