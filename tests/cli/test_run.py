@@ -230,3 +230,49 @@ def test_the_example_flow_runs_and_caches(nbflow: Runner) -> None:
     assert "task greeting-0  Cached" in second.out
     shown = nbflow("runs", "show", _run_id(second.out))
     assert "1 cache hit(s)" in shown.out
+
+
+def test_ctrl_c_records_the_run_cancelled_and_exits_130(
+    nbflow: Runner, flow_file: FlowFile, nbflow_home: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path = flow_file(
+        "slow.py",
+        """
+        import time
+        from nbflow import flow, task
+
+        @task
+        def nap() -> None:
+            print("napping", flush=True)
+            time.sleep(60)
+
+        @flow
+        def slow() -> None:
+            nap()
+        """,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBFLOW_")}
+    env["NBFLOW_HOME"] = str(nbflow_home)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "nbflow"), "run", f"{path}:slow"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.strip() == "napping":
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "finished Cancelled" in out
+    (run,) = nbflow("runs", "ls", "--json").json()
+    assert run["state"]["type"] == "CANCELLED"
