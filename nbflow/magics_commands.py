@@ -1,0 +1,137 @@
+"""The ``%nbflow`` line magic: ``status``, ``runs``, ``show``, ``cancel``, ``finish``, ``run``, ``deploy``."""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from IPython.core.error import UsageError
+
+from nbflow.schemas import FlowRunFilter, TaskRunFilter
+from nbflow.states import Cancelling
+
+if TYPE_CHECKING:
+    from nbflow.magics import NotebookSession
+
+__all__ = ["dispatch"]
+
+USAGE = """%nbflow status           the current interactive flow run and its tasks
+%nbflow runs [N]         the N most recent flow runs (default 20)
+%nbflow show RUN_ID      one flow run with its task runs
+%nbflow cancel [RUN_ID]  cancel a flow run (default: the current one)
+%nbflow finish           end the current interactive run now
+%nbflow run / deploy     run or deploy this notebook (not available yet)"""
+
+
+def dispatch(session: NotebookSession, line: str) -> Any:
+    """Run one ``%nbflow`` subcommand."""
+    words = shlex.split(line)
+    if not words:
+        print(USAGE)
+        return None
+    command, args = words[0], words[1:]
+    handler = _COMMANDS.get(command)
+    if handler is None:
+        raise UsageError(f"%nbflow {command}: unknown subcommand\n{USAGE}")
+    return handler(session, args)
+
+
+def _client(session: NotebookSession) -> Any:
+    if session.engine is not None:
+        return session.engine.client
+    from nbflow.client import get_client
+
+    return get_client()
+
+
+def _run_id(session: NotebookSession, text: str) -> UUID:
+    client = _client(session)
+    try:
+        return UUID(text)
+    except ValueError:
+        pass
+    matches = [
+        r.id for r in client.read_flow_runs(FlowRunFilter(limit=1000)) if str(r.id).startswith(text)
+    ]
+    if len(matches) != 1:
+        raise UsageError(
+            f"{text!r}: {'no' if not matches else 'more than one'} flow run id starts so"
+        )
+    found: UUID = matches[0]
+    return found
+
+
+def _status(session: NotebookSession, args: list[str]) -> None:
+    if session.widget is None:
+        print("no interactive flow run yet: run a %%flow or %%task cell")
+        return
+    session.widget.flush()
+    print(session.widget.to_text())
+
+
+def _runs(session: NotebookSession, args: list[str]) -> None:
+    limit = int(args[0]) if args else 20
+    runs = _client(session).read_flow_runs(FlowRunFilter(limit=limit))
+    if not runs:
+        print("no flow runs")
+    for run in runs:
+        state = run.state.name if run.state else "-"
+        start = run.start_time.strftime("%Y-%m-%d %H:%M:%S") if run.start_time else ""
+        print(
+            f"{run.id}  {run.flow_name or '':<20} {run.name:<24} {state:<12} {run.mode:<11} {start}"
+        )
+
+
+def _show(session: NotebookSession, args: list[str]) -> None:
+    if not args:
+        raise UsageError("%nbflow show RUN_ID")
+    client = _client(session)
+    run = client.read_flow_run(_run_id(session, args[0]))
+    print(f"flow run {run.id} ({run.name}) of {run.flow_name}: {run.state}")
+    print(f"  mode {run.mode}, parameters {run.parameters}")
+    for task in client.read_task_runs(TaskRunFilter(flow_run_ids=[run.id])):
+        state = str(task.state) if task.state else "-"
+        print(f"  {task.name:<24} {state:<40} runs={task.run_count} {task.total_run_time:.3f}s")
+
+
+def _cancel(session: NotebookSession, args: list[str]) -> None:
+    current = session.engine.flow_run.id if session.engine is not None else None
+    run_id = _run_id(session, args[0]) if args else current
+    if run_id is None:
+        raise UsageError("%nbflow cancel RUN_ID (there is no current interactive run)")
+    if run_id == current:
+        session.cancel()
+        final = session.finish()
+        print(f"flow run {run_id}: {final}")
+        return
+    result = _client(session).set_flow_run_state(
+        run_id, Cancelling(message="cancelled from %nbflow")
+    )
+    print(f"flow run {run_id}: {result.status.value} ({result.reason or result.state})")
+
+
+def _finish(session: NotebookSession, args: list[str]) -> None:
+    final = session.finish()
+    print("no interactive flow run" if final is None else f"flow run finished: {final}")
+
+
+def _not_yet(what: str) -> Any:
+    def handler(session: NotebookSession, args: list[str]) -> None:
+        raise UsageError(
+            f"%nbflow {what} is not available yet: it needs the deployments API and the "
+            "server extension; meanwhile use `nbflow run NOTEBOOK` from a terminal"
+        )
+
+    return handler
+
+
+_COMMANDS = {
+    "status": _status,
+    "runs": _runs,
+    "show": _show,
+    "cancel": _cancel,
+    "finish": _finish,
+    "run": _not_yet("run"),
+    "deploy": _not_yet("deploy"),
+}
