@@ -52,7 +52,7 @@ def api(jp_fetch: Any, nbflow_app: NbflowApp) -> Api:
         method: str,
         *path: str,
         body: Any = None,
-        params: dict[str, Any] | None = None,
+        params: dict[str, Any] | list[tuple[str, str]] | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         kwargs: dict[str, Any] = {"method": method, "headers": headers or {}}
