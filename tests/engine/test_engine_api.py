@@ -1,0 +1,145 @@
+"""The FlowRunEngine API the magics and ``nbflow execute`` use, and events."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from nbflow import flow, task
+from nbflow.client.embedded import EmbeddedClient
+from nbflow.engine import FlowRunEngine, TaskOptions, events, run_task_in_flow
+from nbflow.exceptions import NbflowError, TransitionRejected
+from nbflow.schemas import Flow, FlowRunCreate, TaskRunFilter
+from nbflow.states import Pending, Scheduled, StateType
+
+
+@task
+def inc(x: int) -> int:
+    return x + 1
+
+
+def test_interactive_engine_runs_cells_and_finishes(store: EmbeddedClient) -> None:
+    seen: list[events.Event] = []
+    unsubscribe = events.subscribe(seen.append)
+    try:
+        engine = FlowRunEngine.start(
+            flow_name="sales",
+            parameters={"region": "EU"},
+            parameters_schema={"properties": {"region": {"type": "string"}}},
+            source="sales.ipynb",
+            mode="interactive",
+        )
+        assert engine.flow_run.mode == "interactive"
+        with engine.activate():
+            first, state, value = engine.run_task(
+                lambda: 1, options=TaskOptions(name="extract"), task_key="cell-1", outputs=["raw"]
+            )
+            assert value == 1 and state.name == "Completed"
+            _second, state2, err = engine.run_task(
+                lambda: 1 / 0,
+                options=TaskOptions(name="report"),
+                task_key="cell-2",
+                inputs=["raw"],
+                upstream=[first.id],
+            )
+            assert state2.type is StateType.FAILED and isinstance(err, ZeroDivisionError)
+            assert inc(1) == 2  # @task calls bind to the active run
+            _run3, _state3, value3 = run_task_in_flow(lambda x: x * 2, 21)
+            assert value3 == 42
+        final = engine.finish()
+    finally:
+        unsubscribe()
+    assert final.type is StateType.COMPLETED  # a failed cell raised into the caller already
+    assert engine.finish() is final
+    trs = {t.task_key: t for t in store.read_task_runs(TaskRunFilter())}
+    assert trs["cell-2"].upstream == [first.id] and trs["cell-2"].inputs == ["raw"]
+    assert trs["cell-1"].outputs == ["raw"]
+    flow_events = [e for e in seen if isinstance(e, events.FlowRunEvent)]
+    assert [e.state.type for e in flow_events] == [StateType.RUNNING, StateType.COMPLETED]
+    task_events = [e for e in seen if isinstance(e, events.TaskRunEvent)]
+    assert [e.state.name for e in task_events if e.task_run.task_key == "cell-1"] == [
+        "Running",
+        "Completed",
+    ]
+    assert store.read_flow(engine.flow_run.flow_id).source == "sales.ipynb"
+
+
+def test_batch_engine_uses_an_existing_run_and_refuses_a_second_start(
+    store: EmbeddedClient,
+) -> None:
+    flow_ = store.create_flow(Flow(name="nb"))
+    run = store.create_flow_run(FlowRunCreate(flow_id=flow_.id, state=Scheduled(), mode="batch"))
+    store.set_flow_run_state(run.id, Pending())
+    engine = FlowRunEngine.start(flow_run_id=run.id, mode="batch")
+    assert engine.flow_run.id == run.id
+    with pytest.raises(TransitionRejected):
+        FlowRunEngine.start(flow_run_id=run.id, mode="batch")  # already Running
+    engine.finish()
+    assert store.read_flow_run(run.id).state.type is StateType.COMPLETED  # type: ignore[union-attr]
+
+
+def test_cancel_stops_new_task_runs(store: EmbeddedClient) -> None:
+    engine = FlowRunEngine.start(flow_name="cancellable", mode="interactive")
+    with engine.activate():
+        engine.run_task(lambda: 1, options=TaskOptions(name="before"))
+        engine.cancel()
+        _, state, _ = engine.run_task(lambda: 1, options=TaskOptions(name="after"))
+    assert state.type is StateType.CANCELLED
+    assert engine.finish().type is StateType.CANCELLED
+
+
+def test_engine_needs_a_name_or_a_run(store: EmbeddedClient) -> None:
+    with pytest.raises(NbflowError, match="flow_name"):
+        FlowRunEngine.start()
+
+
+def test_ten_thousand_tasks_are_all_in_the_store_after_the_flow(store: EmbeddedClient) -> None:
+    @flow
+    def many() -> int:
+        total = 0
+        for i in range(5000):
+            total += inc(i)
+        futures = [inc.submit(i) for i in range(5000)]
+        return total + sum(f.result() for f in futures)
+
+    many()
+    trs = store.read_task_runs(TaskRunFilter(limit=100_000))
+    assert len(trs) == 10_000
+    assert all(t.state is not None and t.state.type is StateType.COMPLETED for t in trs)
+
+
+def test_submitted_runs_use_pool_threads_when_nobody_waits(store: EmbeddedClient) -> None:
+    names: set[str] = set()
+    gate = threading.Event()
+
+    @task
+    def blocked(i: int) -> None:
+        names.add(threading.current_thread().name)
+        gate.wait(10)
+
+    @flow
+    def parallel() -> None:
+        futures = [blocked.submit(i) for i in range(3)]
+        while len(names) < 3:
+            gate.wait(0.01)
+        gate.set()
+        for f in futures:
+            f.result()
+
+    parallel()
+    assert len(names) == 3 and all(n.startswith("nbflow-task") for n in names)
+
+
+def test_import_stays_light() -> None:
+    code = (
+        "import sys, nbflow\n"
+        "from nbflow import flow, task, get_run_logger, unmapped\n"
+        "heavy = [m for m in ('sqlalchemy', 'tornado', 'IPython', 'docker', 'kubernetes', "
+        "'dask', 'distributed', 'jupyter_server') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
