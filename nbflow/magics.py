@@ -91,7 +91,8 @@ class NotebookSession:
         self.task_run_ids: dict[str, UUID] = {}
         self.task_names: dict[str, str] = {}  # task name -> task key
         self.states: dict[str, State] = {}
-        self.output_prints: dict[str, str | None] = {}
+        self.output_prints: dict[str, str | None] = {}  # task key -> its outputs' fingerprint
+        self.task_outputs: dict[str, tuple[str, ...]] = {}
         self._anonymous = 0
         self.cell_id: str | None = None  # of the executing cell, when the frontend sends it
 
@@ -229,6 +230,7 @@ class NotebookSession:
                 raise UsageError(f"--after {after}: no task of that name ran (known: {known})")
             upstream_keys.add(self.task_names[after])
         upstream = [self.task_run_ids[k] for k in sorted(upstream_keys) if k in self.task_run_ids]
+        self._remember_upstream_prints(upstream_keys)
         cache_key = self._cache_key(spec, analysis, inputs, name) if spec.cache else None
         options = TaskOptions(
             name=name,
@@ -300,28 +302,40 @@ class NotebookSession:
             return None
         return cell_cache_key(analysis.normalized_source, prints, self.parameters)
 
+    def _outputs_print(self, names: tuple[str, ...]) -> str | None:
+        ns = self.shell.user_ns
+        try:
+            return str(fingerprint_inputs({n: ns[n] for n in names if n in ns}))
+        except Unfingerprintable:
+            return None
+
+    def _remember_upstream_prints(self, upstream_keys: set[str]) -> None:
+        """Fingerprint an upstream task's outputs the first time a task depends on them.
+
+        Only tasks with dependents are fingerprinted, so cells nobody reads cost nothing.
+        """
+        for key in upstream_keys:
+            if key not in self.output_prints and key in self.task_outputs:
+                self.output_prints[key] = self._outputs_print(self.task_outputs[key])
+
     def _record_outputs(self, key: str, analysis: CellAnalysis, state: State) -> None:
         if not state.is_final_success:
             return
-        ns = self.shell.user_ns
         for name in analysis.outputs:
             self.producers[name] = key
         for name in analysis.deleted:
             self.producers.pop(name, None)
+        self.task_outputs[key] = analysis.outputs
         dependents = [
             k
             for k, ins in self.task_inputs.items()
             if k != key and any(self.producers.get(n) == key for n in ins)
         ]
         if not dependents or self.widget is None:
+            self.output_prints.pop(key, None)
             return
-        try:
-            now_print: str | None = str(
-                fingerprint_inputs({n: ns[n] for n in analysis.outputs if n in ns})
-            )
-        except Unfingerprintable:
-            now_print = None
         before = self.output_prints.get(key)
+        now_print = self._outputs_print(analysis.outputs)
         self.output_prints[key] = now_print
         if now_print is None or before != now_print:
             self.widget.mark_stale(dependents)

@@ -285,7 +285,9 @@ class FlowRunWidget:
             for row in self.rows.values():
                 name = row.state.name if row.state else "Pending"
                 extra = f" ({row.error})" if row.error else ""
-                lines.append(f"  {row.name}: {name}{extra}")
+                stale = " [stale: an input changed]" if row.stale else ""
+                cached = " [cache hit]" if row.cached else ""
+                lines.append(f"  {row.name}: {name}{extra}{cached}{stale}")
             return "\n".join(lines)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:

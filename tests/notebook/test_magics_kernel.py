@@ -234,3 +234,23 @@ def test_flow_cell_rerun_finishes_the_previous_run(kernel: KernelRunner, tmp_pat
     runs = kernel.store.read_flow_runs(FlowRunFilter(flow_names=["again"]))
     assert len(runs) == 2
     assert all(r.state is not None and r.state.type is StateType.COMPLETED for r in runs)
+
+
+def test_downstream_tasks_turn_stale_when_an_upstream_result_changes(kernel: KernelRunner) -> None:
+    path = kernel.notebook(
+        [
+            "%load_ext nbflow",
+            "base = 1",
+            "%%task a\nx = base * 10",
+            "%%task b\ny = x + 1",
+            "%%task a\nx = base * 10",  # re-run, same result: b stays fresh
+            "%nbflow status",
+            "base = 2",
+            "%%task a\nx = base * 10",  # re-run, new result: b is stale
+            "%nbflow status",
+        ]
+    )
+    nb = kernel.run(path)
+    assert "b: Completed" in outputs_text(nb.cells[5])
+    assert "stale" not in outputs_text(nb.cells[5])
+    assert "b: Completed [stale: an input changed]" in outputs_text(nb.cells[8])
