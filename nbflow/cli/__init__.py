@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("nbflow.cli.run", "run a @flow from a Python file and record it"),
     "runs": ("nbflow.cli.runs", "list and inspect flow runs"),
     "version": ("nbflow.cli.version", "show versions and where runs are recorded"),
+    "execute": ("nbflow.cli.execute", "execute a flow run's notebook (what runners launch)"),
+    "batch": ("nbflow.cli.batch", "run a notebook once per combination of a parameter grid"),
 }
 
 

@@ -49,8 +49,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "target",
-        metavar="FILE.py[:FLOW]",
-        help="the file and the flow's attribute name in it (optional when the file has one flow)",
+        metavar="FILE.py[:FLOW] | NOTEBOOK.ipynb",
+        help="the file and the flow's attribute name in it (optional when the file has one "
+        "flow), or a notebook to execute through a runner",
     )
     parser.add_argument(
         "-p",
@@ -69,6 +70,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="print only the final state and the run id"
     )
+    from nbflow.cli.notebook_run import add_notebook_options
+
+    add_notebook_options(parser)  # notebooks only: -f, --runner, -j, --detach
     parser.set_defaults(handler=handle, prog=parser.prog)
 
 
@@ -249,6 +253,10 @@ def _call(flow: Flow[Any, Any], params: dict[str, Any]) -> Any:
 
 def handle(args: argparse.Namespace) -> int:
     """Run the flow, print its states, and report where the run is recorded."""
+    if args.target.endswith(".ipynb"):
+        from nbflow.cli.notebook_run import run_notebook
+
+        return run_notebook(args)
     from nbflow.client import get_client
     from nbflow.engine import events
 

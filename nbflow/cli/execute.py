@@ -1,0 +1,78 @@
+"""``nbflow execute RUN_ID``: execute a flow run's notebook (what runners launch).
+
+The process starts the run's kernel first (jupyter_client only) and imports papermill
+while it boots, so kernel start-up and imports overlap; the kernel is used for this one
+run and never reused.  Exit code 0 when the run completed, was rescheduled by SIGTERM or
+was refused by the orchestration gate (someone else owns it); 1 when it failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+from uuid import UUID
+
+from nbflow.cli import UsageError
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``execute`` command."""
+    parser = subparsers.add_parser(
+        "execute",
+        help="execute a flow run's notebook with papermill (what runners launch)",
+        description="Execute the notebook of an existing flow run with papermill, report "
+        "every state, log and task run to the store or server, and store the output "
+        "notebook. Runners launch this command; you rarely run it yourself.",
+    )
+    parser.add_argument("run_id", metavar="RUN_ID", help="the flow run's id")
+    parser.add_argument(
+        "--no-prestart",
+        action="store_true",
+        help="do not start the kernel before loading the run (slower, for debugging)",
+    )
+    parser.set_defaults(handler=handle, prog="nbflow execute")
+
+
+def _skip_slow_format_checkers() -> None:
+    """Keep jsonschema from compiling its RFC 3987 grammar (over 1 s) when nbformat loads.
+
+    nbformat's notebook schema uses no IRI formats, so the checker is never needed here.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+
+def _prestart_kernel() -> Any:
+    """Start a python3 kernel now, without waiting for it; None if that is not possible."""
+    try:
+        from jupyter_client.manager import KernelManager
+
+        km = KernelManager(kernel_name="python3")
+        km.start_kernel()
+    except Exception:
+        return None
+    return km
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Execute the run; return the exit code."""
+    try:
+        run_id = UUID(args.run_id)
+    except ValueError:
+        raise UsageError(f"RUN_ID={args.run_id!r} is not a flow run id (a UUID)") from None
+    km = None if args.no_prestart else _prestart_kernel()
+    _skip_slow_format_checkers()
+    try:
+        from nbflow.execution import execute_flow_run
+    except ImportError as exc:
+        if km is not None:
+            km.shutdown_kernel(now=True)
+        raise UsageError(
+            f"nbflow execute needs the notebook extra ({exc}); pip install 'nbflow[notebook]'"
+        ) from exc
+    result = execute_flow_run(run_id, kernel_manager=km)
+    state = result.state
+    sys.stderr.write(f"nbflow: flow run {run_id}: {state if state else 'no state'}\n")
+    return result.exit_code

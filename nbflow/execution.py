@@ -1,0 +1,455 @@
+"""``nbflow execute <run-id>``: execute a flow run's notebook through papermill.
+
+This is the only module that imports papermill.  One call of :func:`execute_flow_run`:
+
+1. loads the flow run, its flow and its notebook (the deployment's stored snapshot, or
+   ``flow_run.notebook_path`` for an ad-hoc run);
+2. validates the run's parameters against the flow's typed parameters (a bad one fails
+   the run with a message naming it, nothing is executed);
+3. proposes Running and honours the gate: WAIT sleeps and proposes again, REJECT and
+   ABORT end the process with exit code 0 (someone else owns the run);
+4. executes the notebook with papermill, the parameters injected after the ``%%flow``
+   cell (or papermill's ``parameters`` cell).  The kernel inherits this process's
+   environment, so ``NBFLOW__FLOW_RUN_ID`` tells the ``%%flow`` magic to attach to this run
+   and each ``%%task`` cell records its task run under it;
+5. meanwhile an OS thread sends heartbeats and ships cell output as logs in batches;
+6. stores the output notebook (``update_flow_run(output_path=...)`` plus an artifact of
+   kind ``notebook``) and proposes the terminal state: Completed, or Failed with the
+   failing cell, exception name, value and traceback.
+
+SIGTERM proposes AwaitingRetry (the run is rescheduled), or Cancelled when the run is
+Cancelling (a cancellation); the exit code is 0.  Any other BaseException is Crashed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from uuid import UUID
+
+import nbformat
+import papermill
+from jupyter_client.manager import KernelManager
+from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+from papermill.exceptions import PapermillExecutionError, strip_color
+
+from nbflow import notebooks as nbs
+from nbflow.client import Client, get_client
+from nbflow.exceptions import NbflowError, NotFound, ParameterError
+from nbflow.schemas import Artifact, FlowRun, Log, SetStateStatus
+from nbflow.settings import get_settings
+from nbflow.states import (
+    AwaitingRetry,
+    Cancelled,
+    Completed,
+    Crashed,
+    Failed,
+    Running,
+    State,
+    StateType,
+    now,
+)
+
+__all__ = [
+    "ENGINE_NAME",
+    "HEARTBEAT_SECONDS",
+    "ExecutionResult",
+    "execute_flow_run",
+    "load_run_notebook",
+    "output_notebook_path",
+]
+
+logger = logging.getLogger("nbflow.execution")
+
+#: Seconds between heartbeats of a running flow run (the monitors' crash detection).
+HEARTBEAT_SECONDS = 10.0
+#: Seconds between shipments of buffered cell output.
+LOG_FLUSH_SECONDS = 1.0
+#: The papermill engine name under which nbflow's reporting engine is registered.
+ENGINE_NAME = "nbflow"
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: the run is rescheduled (or cancelled when Cancelling)."""
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """What ``nbflow execute`` did: the exit code and the run's final state."""
+
+    exit_code: int
+    state: State | None
+    output_path: str | None = None
+
+
+# -- the notebook and its parameters -----------------------------------------------------
+
+
+def load_run_notebook(client: Client, run: FlowRun) -> tuple[dict[str, Any], str | None]:
+    """Return the run's notebook and its path: the deployment's snapshot or the run's path."""
+    path: str | None = run.notebook_path
+    if run.deployment_id is not None:
+        deployment = client.read_deployment(run.deployment_id)
+        if deployment.notebook is not None:
+            source = deployment.notebook_path or f"deployment {deployment.name}"
+            return nbs.load_notebook(deployment.notebook, source=source), deployment.notebook_path
+        path = path or deployment.notebook_path
+    if not path:
+        raise NbflowError(
+            f"flow run {run.id} has no notebook: neither a deployment snapshot nor a "
+            "notebook_path; create it with `nbflow run NOTEBOOK` or from a deployment"
+        )
+    return nbs.read_notebook(path), path
+
+
+def output_notebook_path(run: FlowRun, flow_name: str) -> Path:
+    """Return where the run's output notebook goes (``run.output_path`` when already set)."""
+    if run.output_path:
+        return Path(run.output_path)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in flow_name) or "flow"
+    return get_settings().home / "outputs" / safe / f"{run.id}.ipynb"
+
+
+def _schema_for(client: Client, run: FlowRun, nb: dict[str, Any]) -> dict[str, Any]:
+    """Return the flow's parameters schema (from the store, else derived from the notebook)."""
+    try:
+        schema = client.read_flow(run.flow_id).parameters_schema
+    except NotFound:
+        schema = {}
+    if schema.get("properties"):
+        return schema
+    flow_cell = nbs.find_flow_cell(nb)
+    if flow_cell is not None:
+        return nbs.parameters_schema(flow_cell.parameters)
+    anchor = nbs.find_parameters_cell(nb)
+    if anchor is None:
+        return nbs.parameters_schema({})
+    return nbs.parameters_schema(nbs.parse_parameters(nbs.cell_source(nb["cells"][anchor])))
+
+
+# -- papermill engine with reporting hooks ----------------------------------------------
+
+
+class _Reporter:
+    """Buffer cell output as logs and ship them (with heartbeats) from an OS thread."""
+
+    def __init__(self, client: Client, run_id: UUID) -> None:
+        self.client, self.run_id = client, run_id
+        self._lock = threading.Lock()
+        self._buffer: list[Log] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="nbflow-execute", daemon=True)
+        self.cells_done = 0
+        #: Set by SIGTERM: no further cell starts.
+        self.terminated = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        last_beat = 0.0
+        while not self._stop.wait(LOG_FLUSH_SECONDS):
+            self.flush()
+            if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+                last_beat = time.monotonic()
+                try:
+                    self.client.heartbeat(self.run_id)
+                except Exception:
+                    logger.warning("flow run %s: heartbeat failed", self.run_id, exc_info=True)
+
+    def log(self, message: str, level: int = logging.INFO) -> None:
+        entry = Log(flow_run_id=self.run_id, level=level, logger="nbflow.notebook", message=message)
+        with self._lock:
+            self._buffer.append(entry)
+
+    def cell_complete(self, index: int, cell: Any) -> None:
+        self.cells_done += 1
+        for output in cell.get("outputs", []):
+            kind = output.get("output_type")
+            if kind == "stream":
+                level = logging.WARNING if output.get("name") == "stderr" else logging.INFO
+                text = "".join(output.get("text", ""))
+                self.log(f"[cell {index}] {text.rstrip()}", level)
+            elif kind == "error":
+                self.log(
+                    f"[cell {index}] {output.get('ename')}: {output.get('evalue')}", logging.ERROR
+                )
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+        if batch:
+            try:
+                self.client.write_logs(batch)
+            except Exception:
+                logger.warning("flow run %s: could not ship logs", self.run_id, exc_info=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.flush()
+
+
+class _ReportingManager(NotebookExecutionManager):  # type: ignore[misc]
+    reporter: _Reporter | None = None
+
+    def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+        if self.reporter is not None and self.reporter.terminated.is_set():
+            raise _Terminated()
+        super().cell_start(cell, cell_index=cell_index, **kwargs)
+
+    def cell_complete(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+        super().cell_complete(cell, cell_index=cell_index, **kwargs)
+        if self.reporter is not None and cell_index is not None:
+            self.reporter.cell_complete(cell_index, cell)
+
+
+class NbflowEngine(NBClientEngine):  # type: ignore[misc]
+    """papermill's nbclient engine, reporting each finished cell to a :class:`_Reporter`."""
+
+    #: The notebook being executed (its outputs so far), for saving after a crash.
+    current: Any = None
+
+    @classmethod
+    def execute_notebook(
+        cls,
+        nb: Any,
+        kernel_name: str,
+        output_path: str | None = None,
+        progress_bar: bool = False,
+        log_output: bool = False,
+        autosave_cell_every: int = 30,
+        **kwargs: Any,
+    ) -> Any:
+        reporter = kwargs.pop("nbflow_reporter", None)
+        nb_man = _ReportingManager(
+            nb,
+            output_path=output_path,
+            progress_bar=progress_bar,
+            log_output=log_output,
+            autosave_cell_every=autosave_cell_every,
+        )
+        nb_man.reporter = reporter
+        cls.current = nb_man.nb
+        nb_man.notebook_start()
+        try:
+            cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+        finally:
+            nb_man.cleanup_pbar()
+            nb_man.notebook_complete()
+        return nb_man.nb
+
+
+papermill_engines.register(ENGINE_NAME, NbflowEngine)
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+def _propose(client: Client, run_id: UUID, state: State) -> tuple[SetStateStatus, State | None]:
+    """Propose ``state``, sleeping and proposing again while the gate answers WAIT."""
+    while True:
+        result = client.set_flow_run_state(run_id, state)
+        if result.status is not SetStateStatus.WAIT:
+            if result.status is not SetStateStatus.ACCEPT:
+                logger.info(
+                    "flow run %s: %s %s (%s)", run_id, state.name, result.status, result.reason
+                )
+            return result.status, result.state
+        delay = max(result.delay_seconds or 0.0, 0.05)
+        logger.info("flow run %s: waiting %.1f s before running (%s)", run_id, delay, result.reason)
+        time.sleep(delay)
+        state = state.model_copy(update={"timestamp": now()})
+
+
+@contextmanager
+def _sigterm_interrupts(terminated: threading.Event, km: Any) -> Iterator[None]:
+    """On SIGTERM, set ``terminated`` and interrupt the kernel (the running cell stops).
+
+    The cell ends with KeyboardInterrupt and no further cell starts, so papermill returns
+    normally with the outputs so far; the caller then reschedules the run.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        terminated.set()
+        try:
+            km.interrupt_kernel()
+        except Exception:
+            logger.warning("could not interrupt the kernel", exc_info=True)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _save_output(
+    client: Client, run: FlowRun, nb: Any, path: Path, *, partial: bool = False
+) -> str | None:
+    """Write the output notebook and record it with the run; None if there is none."""
+    if nb is None:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, str(path))  # type: ignore[no-untyped-call]
+    except Exception:
+        logger.warning("flow run %s: could not write %s", run.id, path, exc_info=True)
+        return None
+    client.update_flow_run(run.id, output_path=str(path))
+    client.create_artifact(
+        Artifact(
+            flow_run_id=run.id,
+            key="output-notebook",
+            kind="notebook",
+            uri=str(path),
+            data={"partial": partial} if partial else None,
+        )
+    )
+    return str(path)
+
+
+def _failed_state(exc: PapermillExecutionError) -> State:
+    return Failed(
+        message=f"cell {exc.cell_index} (In [{exc.exec_count}]) raised {exc.ename}: {exc.evalue}",
+        data={
+            "cell_index": exc.cell_index,
+            "exec_count": exc.exec_count,
+            "ename": exc.ename,
+            "evalue": exc.evalue,
+            "traceback": [strip_color(line) for line in exc.traceback],
+        },
+    )
+
+
+def execute_flow_run(
+    flow_run_id: UUID,
+    *,
+    client: Client | None = None,
+    kernel_manager: Any = None,
+    start_timeout: float = 60.0,
+) -> ExecutionResult:
+    """Execute the flow run's notebook and propose its states; return the exit code and state.
+
+    ``kernel_manager`` is an already started ``jupyter_client`` kernel manager (a fast
+    start: the kernel booted while this process imported papermill); it is used for this
+    one run and shut down afterwards.
+    """
+    client = client or get_client()
+    try:
+        return _execute(client, flow_run_id, kernel_manager, start_timeout)
+    finally:
+        if kernel_manager is not None and kernel_manager.has_kernel:
+            kernel_manager.shutdown_kernel(now=True)  # refused runs never used it
+
+
+def _execute(client: Client, run_id: UUID, km: Any, start_timeout: float) -> ExecutionResult:
+    run = client.read_flow_run(run_id)
+    try:
+        nb, nb_path = load_run_notebook(client, run)
+        schema = _schema_for(client, run, nb)
+        parameters = nbs.validate_parameters(schema, run.parameters)
+    except (ParameterError, nbs.NotebookFormatError, NbflowError) as exc:
+        status, state = _propose(client, run_id, Failed(message=f"not started: {exc}"))
+        logger.error("flow run %s: %s", run_id, exc)
+        return ExecutionResult(EXIT_FAILED if status is SetStateStatus.ACCEPT else EXIT_OK, state)
+
+    status, state = _propose(client, run_id, Running())
+    if status is not SetStateStatus.ACCEPT:
+        return ExecutionResult(EXIT_OK, state)
+
+    flow_name = run.flow_name or (nbs.flow_name(nb, nb_path) if nb_path else "flow")
+    out_path = output_notebook_path(run, flow_name)
+    prepared = nbformat.from_dict(nbs.inject_parameters(nb, parameters))  # type: ignore[no-untyped-call]
+    kernel_name = (nb.get("metadata", {}).get("kernelspec") or {}).get("name") or "python3"
+    if km is not None and getattr(km, "kernel_name", kernel_name) != kernel_name:
+        km.shutdown_kernel(now=True)  # the pre-started kernel is the wrong language
+        km = None
+    if km is None:
+        km = KernelManager(kernel_name=kernel_name)
+        km.start_kernel(cwd=str(Path(nb_path).resolve().parent) if nb_path else None)
+
+    try:
+        return _execute_notebook(client, run, prepared, kernel_name, km, out_path, start_timeout)
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def _execute_notebook(
+    client: Client,
+    run: FlowRun,
+    prepared: Any,
+    kernel_name: str,
+    km: Any,
+    out_path: Path,
+    start_timeout: float,
+) -> ExecutionResult:
+    run_id = run.id
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    reporter = _Reporter(client, run_id)
+    reporter.start()
+    NbflowEngine.current = None
+    final: State
+    code = EXIT_OK
+    try:
+        with _sigterm_interrupts(reporter.terminated, km):
+            try:
+                papermill.execute_notebook(
+                    prepared,
+                    str(out_path),
+                    engine_name=ENGINE_NAME,
+                    kernel_name=kernel_name,
+                    request_save_on_cell_execute=False,
+                    progress_bar=False,
+                    start_timeout=int(start_timeout),
+                    km=km,
+                    nbflow_reporter=reporter,
+                )
+                _record_output(client, run, out_path)
+                final = Completed(message=f"{reporter.cells_done} cells executed")
+            except PapermillExecutionError as exc:
+                # papermill already wrote the output notebook with the error marked.
+                _record_output(client, run, out_path)
+                if reporter.terminated.is_set():
+                    raise _Terminated() from exc
+                reporter.log("\n".join(strip_color(t) for t in exc.traceback), logging.ERROR)
+                final = _failed_state(exc)
+                code = EXIT_FAILED
+    except _Terminated:
+        if not out_path.exists():
+            _save_output(client, run, NbflowEngine.current, out_path, partial=True)
+        current = client.read_flow_run(run_id).state
+        if current is not None and current.type is StateType.CANCELLING:
+            final = Cancelled(message="cancelled: the run's process was asked to stop")
+        else:
+            final = AwaitingRetry(message="rescheduled: the run's process received SIGTERM")
+    except BaseException as exc:
+        _save_output(client, run, NbflowEngine.current, out_path, partial=True)
+        reporter.close()
+        _propose(
+            client, run_id, Crashed(message=f"nbflow execute crashed: {type(exc).__name__}: {exc}")
+        )
+        raise
+    reporter.close()
+    _, state = _propose(client, run_id, final)
+    return ExecutionResult(code, state, str(out_path) if out_path.exists() else None)
+
+
+def _record_output(client: Client, run: FlowRun, path: Path) -> None:
+    if path.exists():
+        client.update_flow_run(run.id, output_path=str(path))
+        client.create_artifact(
+            Artifact(flow_run_id=run.id, key="output-notebook", kind="notebook", uri=str(path))
+        )

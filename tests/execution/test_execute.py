@@ -1,0 +1,156 @@
+"""``nbflow execute`` through the subprocess runner: real processes, kernels and store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nbflow.cli.notebook_run import create_notebook_run, launch, prepare_notebook
+from nbflow.client.embedded import EmbeddedClient
+from nbflow.exceptions import ParameterError
+from nbflow.runners.subprocess import SubprocessRunner
+from nbflow.schemas import FlowRun, FlowRunCreate
+from nbflow.settings import Settings
+from nbflow.states import Pending, StateType
+
+pytestmark = pytest.mark.slow
+
+
+def _run(
+    client: EmbeddedClient, path: Path, parameters: dict[str, Any] | None = None
+) -> tuple[FlowRun, SubprocessRunner, str]:
+    runner = SubprocessRunner(client=client)
+    run = create_notebook_run(client, prepare_notebook(path), parameters or {})
+    return run, runner, launch(client, run, runner)
+
+
+def _outputs(path: str) -> list[str]:
+    nb = json.loads(Path(path).read_text())
+    return ["".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", [])]
+
+
+def test_completed_with_injected_parameters_and_output_notebook(
+    client: EmbeddedClient, write_notebook: Callable[..., Path], settings: Settings
+) -> None:
+    path = write_notebook(
+        "params.ipynb",
+        ["import os", "region = 'EU'\nn = 1", "print(region * n)", "print(os.getcwd())"],
+        parameters=1,
+    )
+    run, runner, infra = _run(client, path, {"region": "US", "n": 2})
+    assert runner.wait(infra, timeout=240) == 0
+    final = client.read_flow_run(run.id)
+    assert final.state is not None and final.state.type is StateType.COMPLETED, final.state
+    assert [s.name for s in client.read_flow_run_states(run.id)] == [
+        "Pending",
+        "Running",
+        "Completed",
+    ]
+    assert final.output_path and final.output_path.startswith(str(settings.home))
+    outputs = _outputs(final.output_path)
+    assert "USUS\n" in outputs
+    assert f"{path.parent}\n" in outputs  # the kernel runs in the notebook's directory
+    nb = json.loads(Path(final.output_path).read_text())
+    assert "injected-parameters" in nb["cells"][2]["metadata"]["tags"]
+    artifacts = client.read_artifacts(flow_run_id=run.id)
+    assert [(a.kind, a.uri) for a in artifacts] == [("notebook", final.output_path)]
+    logs = client.read_logs(run.id).logs
+    assert any("USUS" in log.message for log in logs)
+
+
+def test_failed_cell_keeps_its_traceback(
+    client: EmbeddedClient, write_notebook: Callable[..., Path]
+) -> None:
+    path = write_notebook("fails.ipynb", ["x = 1", "raise ValueError('bad x')", "print('never')"])
+    run, runner, infra = _run(client, path)
+    assert runner.wait(infra, timeout=240) == 1
+    final = client.read_flow_run(run.id)
+    state = final.state
+    assert state is not None and state.type is StateType.FAILED
+    assert state.message is not None and "ValueError: bad x" in state.message
+    assert state.data["cell_index"] == 1 and state.data["ename"] == "ValueError"
+    assert any("bad x" in line for line in state.data["traceback"])
+    assert final.output_path is not None
+    nb = json.loads(Path(final.output_path).read_text())
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert errors and errors[0]["evalue"] == "bad x"
+    assert "never" not in "".join(_outputs(final.output_path))
+
+
+def test_bad_parameters_are_refused_before_anything_runs(
+    client: EmbeddedClient, write_notebook: Callable[..., Path]
+) -> None:
+    path = write_notebook("p.ipynb", ["n = 1", "print(n)"], parameters=0)
+    spec = prepare_notebook(path)
+    with pytest.raises(ParameterError, match="n='x': expected integer"):
+        create_notebook_run(client, spec, {"n": "x"})
+    # A run whose stored parameters are wrong (created by another client) fails cleanly.
+    good = create_notebook_run(client, spec, {"n": 2})
+    run = client.create_flow_run(
+        FlowRunCreate(
+            flow_id=good.flow_id,
+            parameters={"m": 3},
+            state=Pending(),
+            notebook_path=str(path),
+            mode="batch",
+        )
+    )
+    runner = SubprocessRunner(client=client)
+    infra = launch(client, run, runner)
+    assert runner.wait(infra, timeout=240) == 1
+    state = client.read_flow_run(run.id).state
+    assert state is not None and state.type is StateType.FAILED
+    assert state.message is not None and "m=3: is not a parameter of this flow" in state.message
+
+
+def _wait_running(client: EmbeddedClient, run: FlowRun, marker: Path) -> None:
+    for _ in range(2400):
+        if marker.exists():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"run never reached its sleeping cell: {client.read_flow_run(run.id)}")
+
+
+SLEEPY = ["import pathlib, time", "pathlib.Path('started').write_text('1')", "time.sleep(600)"]
+
+
+def test_sigterm_reschedules(
+    client: EmbeddedClient, write_notebook: Callable[..., Path], tmp_path: Path
+) -> None:
+    run, runner, infra = _run(client, write_notebook("sleepy.ipynb", SLEEPY))
+    _wait_running(client, run, tmp_path / "started")
+    runner.kill(infra, grace_seconds=120)
+    assert runner.wait(infra) == 0
+    state = client.read_flow_run(run.id).state
+    assert state is not None and state.name == "AwaitingRetry", state
+
+
+def test_cancel_with_grace_ends_cancelled(
+    client: EmbeddedClient, write_notebook: Callable[..., Path], tmp_path: Path
+) -> None:
+    run, runner, infra = _run(client, write_notebook("sleepy.ipynb", SLEEPY))
+    _wait_running(client, run, tmp_path / "started")
+    runner.cancel(client.read_flow_run(run.id), grace_seconds=120)
+    assert runner.wait(infra) == 0
+    states = [s.name for s in client.read_flow_run_states(run.id)]
+    assert states[-2:] == ["Cancelling", "Cancelled"], states
+
+
+def test_sigkill_is_crashed_with_the_signal(
+    client: EmbeddedClient, write_notebook: Callable[..., Path], tmp_path: Path
+) -> None:
+    run, runner, infra = _run(client, write_notebook("sleepy.ipynb", SLEEPY))
+    _wait_running(client, run, tmp_path / "started")
+    pid = int(infra.rpartition(":")[2])
+    os.killpg(pid, signal.SIGKILL)
+    assert runner.wait(infra) == -signal.SIGKILL
+    state = client.read_flow_run(run.id).state
+    assert state is not None and state.type is StateType.CRASHED
+    assert state.message is not None and "killed by signal 9" in state.message
