@@ -111,6 +111,8 @@ class Flow(Generic[P, R]):
             task_runner=self._runner(),
             tags=tags,
             log_prints=self.log_prints,
+            persist_result=self.persist_result,
+            result_storage=self.result_storage,
         )
         call_args, call_kwargs = self._parameters.call_arguments(parameters)
         return engine, call_args, call_kwargs

@@ -9,6 +9,7 @@ every task run and log.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import threading
@@ -49,6 +50,9 @@ log = logging.getLogger("nbflow.engine.flow_engine")
 Mode = Literal["python", "interactive", "batch"]
 
 _TASK_RUN_TEMPLATE = TaskRun(flow_run_id=None, name="task", task_key="task")
+
+#: Seconds between heartbeats of interactive and batch runs.
+HEARTBEAT_SECONDS = 15.0
 
 #: How long ``finish`` waits for the recorder to reach the store.
 FLUSH_TIMEOUT = 120.0
@@ -96,17 +100,23 @@ class FlowRunEngine:
         mode: Mode = "python",
         task_runner: TaskRunner | None = None,
         log_prints: bool = False,
+        persist_result: bool | None = None,
+        result_storage: str | None = None,
     ) -> None:
         self.client = client
         self.flow_run = flow_run
         self.mode = mode
         self.log_prints = log_prints
+        #: Defaults for tasks of this run that leave these options unset.
+        self.persist_result = persist_result
+        self.result_storage = result_storage
         self.task_runner = task_runner or resolve_task_runner(None)
         self.recorder = get_recorder(client)
         self.sink = FlowRunSink(self.recorder, flow_run.id)
         self.orchestration: OrchestrationResult | None = None
         self.final_state: State | None = None
         self._cancelled = threading.Event()
+        self._stopped = threading.Event()
         self._futures: list[TaskRunFuture[Any]] = []
         self._prune_at = 1000
         self._keys: dict[str, itertools.count[int]] = {}
@@ -129,11 +139,16 @@ class FlowRunEngine:
         task_runner: TaskRunner | type[TaskRunner] | str | None = None,
         tags: Sequence[str] = (),
         log_prints: bool = False,
+        persist_result: bool | None = None,
+        result_storage: str | None = None,
+        heartbeat_seconds: float | None = None,
     ) -> FlowRunEngine:
         """Create the flow and its run (or load ``flow_run_id``), propose Running, return the engine.
 
         Raises :class:`TransitionRejected` when the gate refuses Running (REJECT/ABORT);
-        a WAIT answer is honoured by sleeping and proposing again.
+        a WAIT answer is honoured by sleeping and proposing again.  In ``interactive`` and
+        ``batch`` mode (or with ``heartbeat_seconds``) a thread heartbeats the run and
+        cancels the engine when the run becomes Cancelling.
         """
         client = client or get_client()
         if flow_run_id is not None:
@@ -164,10 +179,35 @@ class FlowRunEngine:
             mode=mode,
             task_runner=resolve_task_runner(task_runner),
             log_prints=log_prints,
+            persist_result=persist_result,
+            result_storage=result_storage,
         )
         engine.propose(Running())
         engine.task_runner.start()
+        if heartbeat_seconds is None and mode != "python":
+            heartbeat_seconds = HEARTBEAT_SECONDS
+        if heartbeat_seconds:
+            engine._start_heartbeat(heartbeat_seconds)
         return engine
+
+    def _start_heartbeat(self, interval: float) -> None:
+        thread = threading.Thread(
+            target=self._heartbeat, args=(interval,), name="nbflow-heartbeat", daemon=True
+        )
+        thread.start()
+
+    def _heartbeat(self, interval: float) -> None:
+        # Tells monitors the process is alive, and notices a cancel requested elsewhere
+        # (the run turned Cancelling): then no new task run starts.
+        while not self._stopped.wait(interval):
+            try:
+                self.client.heartbeat(self.flow_run.id)
+                current = self.client.read_flow_run(self.flow_run.id).state
+            except Exception:
+                log.warning("heartbeat for flow run %s failed", self.flow_run.id, exc_info=True)
+                continue
+            if current is not None and current.type is StateType.CANCELLING:
+                self.cancel()
 
     def propose(self, state: State) -> State:
         """Propose a flow-run state; sleep and retry on WAIT; raise on REJECT/ABORT."""
@@ -235,6 +275,7 @@ class FlowRunEngine:
         with self._finish_lock:
             if self.final_state is not None:
                 return self.final_state
+            self._stopped.set()
             try:
                 self.task_runner.shutdown()
             except Exception:
@@ -311,6 +352,18 @@ class FlowRunEngine:
         on_cache_hit: Callable[[Any], None] | None = None,
         is_async: bool | None = None,
     ) -> TaskCall:
+        if (self.persist_result is not None and options.persist_result is None) or (
+            self.result_storage is not None and options.result_storage is None
+        ):
+            options = dataclasses.replace(
+                options,
+                persist_result=(
+                    options.persist_result
+                    if options.persist_result is not None
+                    else self.persist_result
+                ),
+                result_storage=options.result_storage or self.result_storage,
+            )
         found: dict[int, TaskRunFuture[Any]] = {}
         if args:
             _collect_futures(args, found)

@@ -167,3 +167,23 @@ def test_results_reload_in_a_new_process(store: EmbeddedClient, tmp_path: Path) 
     assert "computed" not in outputs[1]
     assert "'data': [0, 1, 2, 3, 4]" in outputs[1]
     assert state_names(store) == ["Completed", "Cached"]
+
+
+def test_flow_persist_result_default_applies_to_its_tasks(
+    store: EmbeddedClient, tmp_path: Path
+) -> None:
+    target = tmp_path / "flow-results"
+
+    @task
+    def plain() -> str:
+        return "kept"
+
+    @flow(persist_result=True, result_storage=str(target))
+    def persisting() -> str:
+        return plain()
+
+    assert persisting() == "kept"
+    (tr,) = store.read_task_runs(TaskRunFilter())
+    assert tr.state is not None and tr.state.data["result_key"] == str(tr.id)
+    record = ResultStore(str(target)).read(str(tr.id))
+    assert record is not None and record.value == "kept"

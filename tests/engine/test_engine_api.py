@@ -143,3 +143,17 @@ def test_import_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_heartbeat_and_cancel_requested_elsewhere(store: EmbeddedClient) -> None:
+    from nbflow.states import Cancelling
+
+    engine = FlowRunEngine.start(flow_name="watched", mode="batch", heartbeat_seconds=0.05)
+    store.set_flow_run_state(engine.flow_run.id, Cancelling())
+    for _ in range(200):
+        if engine.is_cancelled:
+            break
+        threading.Event().wait(0.05)
+    assert engine.is_cancelled
+    assert store.read_flow_run(engine.flow_run.id).heartbeat is not None
+    assert engine.finish().type is StateType.CANCELLED
