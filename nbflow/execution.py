@@ -384,7 +384,8 @@ def _execute(client: Client, run_id: UUID, km: Any, start_timeout: float) -> Exe
     try:
         return _execute_notebook(client, run, prepared, kernel_name, km, out_path, start_timeout)
     finally:
-        km.shutdown_kernel(now=True)
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
 
 
 def _execute_notebook(
@@ -443,8 +444,19 @@ def _execute_notebook(
         )
         raise
     reporter.close()
+    # A graceful shutdown lets the kernel flush its recorder: every task run is in the
+    # store before the run's terminal state is.
+    _shutdown(km)
     _, state = _propose(client, run_id, final)
     return ExecutionResult(code, state, str(out_path) if out_path.exists() else None)
+
+
+def _shutdown(km: Any) -> None:
+    try:
+        if km.has_kernel:
+            km.shutdown_kernel(now=False)
+    except Exception:
+        logger.warning("the kernel did not shut down cleanly", exc_info=True)
 
 
 def _record_output(client: Client, run: FlowRun, path: Path) -> None:

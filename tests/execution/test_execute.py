@@ -16,7 +16,7 @@ from nbflow.cli.notebook_run import create_notebook_run, launch, prepare_noteboo
 from nbflow.client.embedded import EmbeddedClient
 from nbflow.exceptions import ParameterError
 from nbflow.runners.subprocess import SubprocessRunner
-from nbflow.schemas import FlowRun, FlowRunCreate
+from nbflow.schemas import FlowRun, FlowRunCreate, TaskRunFilter
 from nbflow.settings import Settings
 from nbflow.states import Pending, StateType
 
@@ -154,3 +154,60 @@ def test_sigkill_is_crashed_with_the_signal(
     state = client.read_flow_run(run.id).state
     assert state is not None and state.type is StateType.CRASHED
     assert state.message is not None and "killed by signal 9" in state.message
+
+
+FLOW_NOTEBOOK = [
+    "%load_ext nbflow",
+    "%%flow sales\nregion = 'EU'\nn = 2",
+    "%%task extract\nraw = [region] * n",
+    "%%task report\nassert n < 5, 'too many'\nprint(len(raw), raw)",
+]
+
+
+def test_task_cells_report_under_the_flow_run(
+    client: EmbeddedClient, write_notebook: Callable[..., Path]
+) -> None:
+    run, runner, infra = _run(client, write_notebook("flow.ipynb", FLOW_NOTEBOOK), {"n": 3})
+    assert runner.wait(infra, timeout=240) == 0
+    final = client.read_flow_run(run.id)
+    assert final.state is not None and final.state.type is StateType.COMPLETED, final.state
+    assert final.flow_name == "sales"
+    tasks = client.read_task_runs(TaskRunFilter(flow_run_ids=[run.id]))
+    assert [(t.name, t.state.name if t.state else None) for t in tasks] == [
+        ("extract", "Completed"),
+        ("report", "Completed"),
+    ]
+    assert final.output_path is not None
+    assert "3 ['EU', 'EU', 'EU']\n" in _outputs(final.output_path)
+
+
+def test_failing_task_cell_fails_the_run(
+    client: EmbeddedClient, write_notebook: Callable[..., Path]
+) -> None:
+    run, runner, infra = _run(client, write_notebook("flow.ipynb", FLOW_NOTEBOOK), {"n": 7})
+    assert runner.wait(infra, timeout=240) == 1
+    state = client.read_flow_run(run.id).state
+    assert state is not None and state.type is StateType.FAILED
+    assert state.data["cell_index"] == 4  # after the injected-parameters cell
+    tasks = {t.name: t for t in client.read_task_runs(TaskRunFilter(flow_run_ids=[run.id]))}
+    report = tasks["report"].state
+    assert report is not None and report.type is StateType.FAILED
+
+
+def test_same_outcome_as_papermill(
+    client: EmbeddedClient, write_notebook: Callable[..., Path], tmp_path: Path
+) -> None:
+    import papermill
+
+    path = write_notebook(
+        "same.ipynb",
+        ["x = 1\nword = 'a'", "print(word * x)", "import sys; print(sys.version_info[0])"],
+        parameters=0,
+    )
+    theirs = tmp_path / "theirs.ipynb"
+    papermill.execute_notebook(str(path), str(theirs), {"x": 3, "word": "b"}, progress_bar=False)
+    run, runner, infra = _run(client, path, {"x": 3, "word": "b"})
+    assert runner.wait(infra, timeout=240) == 0
+    ours = client.read_flow_run(run.id).output_path
+    assert ours is not None
+    assert _outputs(ours) == _outputs(str(theirs)) == ["bbb\n", "3\n"]
