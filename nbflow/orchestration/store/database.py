@@ -30,6 +30,10 @@ from sqlalchemy.pool import StaticPool
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
+    "alembic_config",
+    "HEAD_REVISION",
+    "current_revision",
+    "head_revision",
     "create_engine",
     "is_retryable",
     "migrate",
@@ -49,6 +53,9 @@ _BEGIN_OPTION = "nbflow_sqlite_begin"
 #: Key of the PostgreSQL advisory lock that serializes migrations (any fixed 64-bit number).
 _MIGRATION_LOCK_KEY = 0x6E62_666C_6F77  # "nbflow"
 _MIGRATIONS = Path(__file__).with_name("migrations")
+#: The newest revision in ``migrations/versions``: bump it with every new migration (a test
+#: checks).  Knowing it lets an up-to-date database open without importing Alembic.
+HEAD_REVISION = "0001"
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -161,7 +168,8 @@ def run_with_retry(fn: Callable[[], T], *, attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
-def _alembic_config(connection: sa.Connection) -> Any:
+def alembic_config(connection: sa.Connection) -> Any:
+    """Return an Alembic config for nbflow's migrations that runs on ``connection``."""
     from alembic.config import Config
 
     config = Config()
@@ -185,18 +193,19 @@ def head_revision() -> str:
 
 def current_revision(connection: sa.Connection) -> str | None:
     """Return the database's migration revision (None for a fresh database)."""
-    from alembic.runtime.migration import MigrationContext
-
-    rev: str | None = MigrationContext.configure(connection).get_current_revision()
-    return rev
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return None
+    versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars()
+    found = list(versions)
+    return found[0] if len(found) == 1 else None
 
 
 def migrate(engine: Engine) -> None:
     """Bring the database to the newest revision; safe when several processes do it at once."""
-    head = head_revision()
     with engine.connect() as conn:
-        if current_revision(conn) == head:
+        if current_revision(conn) == HEAD_REVISION:
             return
+    head = head_revision()
 
     def upgrade() -> None:
         from alembic import command
@@ -207,6 +216,6 @@ def migrate(engine: Engine) -> None:
             # Re-check under the lock: another process may have migrated meanwhile.
             if current_revision(conn) != head:
                 log.info("migrating the nbflow store to revision %s", head)
-                command.upgrade(_alembic_config(conn), "head")
+                command.upgrade(alembic_config(conn), "head")
 
     run_with_retry(upgrade)

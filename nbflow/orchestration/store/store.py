@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from nbflow.exceptions import FlowRunNotFound, NotFound, ObjectAlreadyExists, ValidationError
 from nbflow.orchestration.store import flow_runs as flow_runs_tx
 from nbflow.orchestration.store import rows
+from nbflow.orchestration.store.bulk import bulk_execute
 from nbflow.orchestration.store.database import (
     create_engine,
     migrate,
@@ -75,49 +76,6 @@ UPDATABLE_FLOW_RUN_FIELDS = frozenset(
     }
 )
 _FIXED_DEPLOYMENT_FIELDS = frozenset({"id", "created", "updated"})
-
-
-def bulk_execute(
-    conn: sa.Connection,
-    stmt: sa.Insert,
-    table: sa.Table,
-    data: list[dict[str, Any]],
-    *,
-    serialized: frozenset[str] = frozenset(),
-) -> None:
-    """Execute ``stmt`` once per row of ``data`` with one driver ``executemany``.
-
-    Equivalent to ``conn.execute(stmt, data)`` but several times faster for big batches:
-    the statement is compiled once and each column's bind processor (from the column's
-    type, the public ``TypeEngine.bind_processor``) is applied in a tight loop.  All rows
-    must have the keys of the first; values of the ``serialized`` keys are already in the
-    driver's form (JSON text) and are passed through.
-    """
-    if not data:
-        return
-    dialect = conn.dialect
-    keys = list(data[0])
-    compiled = stmt.compile(dialect=dialect, column_keys=keys)
-    processors = {
-        key: proc
-        for key in keys
-        if key not in serialized and (proc := table.c[key].type.bind_processor(dialect))
-    }
-    if compiled.positional:
-        names = list(compiled.positiontup or ())
-        procs = [(i, processors[n]) for i, n in enumerate(names) if n in processors]
-        params: list[Any] = []
-        for row in data:
-            values = [row[n] for n in names]
-            for i, proc in procs:
-                values[i] = proc(values[i])
-            params.append(tuple(values))
-    else:
-        params = [
-            {k: (processors[k](v) if k in processors else v) for k, v in row.items()}
-            for row in data
-        ]
-    conn.exec_driver_sql(compiled.string, params)
 
 
 def _validation_error(exc: pydantic.ValidationError) -> ValidationError:
