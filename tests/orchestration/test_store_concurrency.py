@@ -15,7 +15,15 @@ from uuid import UUID
 import pytest
 
 from nbflow.orchestration.store import Store
-from nbflow.schemas import Flow, FlowRunCreate, FlowRunFilter, Log, TaskRun, TaskRunFilter
+from nbflow.schemas import (
+    DeploymentCreate,
+    Flow,
+    FlowRunCreate,
+    FlowRunFilter,
+    Log,
+    TaskRun,
+    TaskRunFilter,
+)
 from nbflow.states import Completed, Pending, Running, Scheduled
 
 WRITERS = 4
@@ -76,6 +84,23 @@ def _claimer(url: str, run_ids: list[str], barrier: Barrier, results: Any) -> No
         results.put(traceback.format_exc())
 
 
+def _creator(url: str, flow_id: str, deployment_id: str, barrier: Barrier, results: Any) -> None:
+    """Create the same keyed runs (of a deployment, and ad hoc) as every other creator."""
+    try:
+        store = Store.from_url(url)
+        ids = []
+        for dep in (UUID(deployment_id), None):
+            barrier.wait(timeout=120)
+            run = store.create_flow_run(
+                FlowRunCreate(flow_id=UUID(flow_id), deployment_id=dep, idempotency_key="k")
+            )
+            ids.append(str(run.id))
+        store.close()
+        results.put(ids)
+    except BaseException:
+        results.put(traceback.format_exc())
+
+
 def _run_all(target: Any, args: list[tuple[Any, ...]], results: Any) -> list[Any]:
     procs = [_ctx.Process(target=target, args=a) for a in args]
     for p in procs:
@@ -132,3 +157,16 @@ def test_exactly_one_claimer_wins_each_run(store: Store, store_url: str) -> None
         assert answers == ["ABORT"] * (CLAIMERS - 1) + ["ACCEPT"], answers
         states = store.read_flow_run_states(runs[race].id)
         assert [s.name for s in states] == ["Scheduled", "Pending"]
+
+
+@pytest.mark.slow
+def test_racing_creators_of_one_idempotency_key_get_one_run(store: Store, store_url: str) -> None:
+    flow = store.create_flow(Flow(name="keyed"))
+    dep = store.create_deployment(DeploymentCreate(flow_id=flow.id, name="d"))
+    barrier, results = _ctx.Barrier(CLAIMERS), _ctx.Queue()
+    args = [(store_url, str(flow.id), str(dep.id), barrier, results) for _ in range(CLAIMERS)]
+    out = _run_all(_creator, args, results)
+    failures = [o for o in out if isinstance(o, str)]
+    assert not failures, failures[0]
+    assert len({o[0] for o in out}) == 1 and len({o[1] for o in out}) == 1
+    assert store.count_flow_runs() == 2

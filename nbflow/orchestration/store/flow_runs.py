@@ -74,6 +74,13 @@ def create(conn: sa.Connection, fr: FlowRunCreate) -> FlowRun:
         runner = runner or dep.runner
         notebook_path = notebook_path or dep.notebook_path
     if fr.idempotency_key is not None:
+        if conn.dialect.name == "postgresql":
+            # Serialize creators of one key (the unique constraint cannot: runs without a
+            # deployment have a NULL deployment_id).  SQLite's BEGIN IMMEDIATE already does.
+            scope = f"{fr.deployment_id or fr.flow_id}:{fr.idempotency_key}"
+            conn.execute(
+                sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(scope, 0)))
+            )
         existing = find_by_key(conn, fr)
         if existing is not None:
             return existing
