@@ -109,3 +109,34 @@ def test_urls_pick_the_drivers() -> None:
     assert normalize_url("sqlite:///x.db").drivername == "sqlite"
     with pytest.raises(ValueError, match="unsupported"):
         normalize_url("mysql://u@h/db")
+
+
+def test_sqlite_path_with_a_tilde_is_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    store = Store.from_url("sqlite:///~/nbhome/nbflow.db")
+    try:
+        assert (tmp_path / "nbhome" / "nbflow.db").exists()
+    finally:
+        store.close()
+
+
+def test_a_forked_child_uses_its_own_connections(tmp_path: Path) -> None:
+    import os
+
+    from nbflow.schemas import Flow
+
+    store = Store.from_url(f"sqlite:///{tmp_path / 'nbflow.db'}")
+    store.create_flow(Flow(name="parent"))  # the pool now holds a connection
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        try:
+            store.create_flow(Flow(name="child"))
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [f.name for f in store.read_flows()] == ["child", "parent"]
+    store.close()

@@ -16,8 +16,10 @@ that open a fresh database together do not race.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -78,7 +80,9 @@ def create_engine(url: str | URL, **kwargs: Any) -> Engine:
     parsed = normalize_url(url)
     if parsed.get_backend_name() != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
-        return sa.create_engine(parsed, **kwargs)
+        engine = sa.create_engine(parsed, **kwargs)
+        _forget_pool_after_fork(engine)
+        return engine
     database = parsed.database or ""
     in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
     if in_memory:
@@ -86,11 +90,26 @@ def create_engine(url: str | URL, **kwargs: Any) -> Engine:
         kwargs.setdefault("poolclass", StaticPool)
         kwargs.setdefault("connect_args", {"check_same_thread": False})
     else:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(database).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        parsed = parsed.set(database=str(path))
         kwargs.setdefault("connect_args", {"timeout": BUSY_TIMEOUT_MS / 1000})
     engine = sa.create_engine(parsed, **kwargs)
     _install_sqlite_hooks(engine, in_memory=in_memory)
+    _forget_pool_after_fork(engine)
     return engine
+
+
+def _forget_pool_after_fork(engine: Engine) -> None:
+    """Give a forked child fresh connections (a connection must never cross a fork)."""
+    ref = weakref.ref(engine)
+
+    def after_fork() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.dispose(close=False)
+
+    os.register_at_fork(after_in_child=after_fork)
 
 
 def _install_sqlite_hooks(engine: Engine, *, in_memory: bool) -> None:
