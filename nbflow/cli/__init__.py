@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "version": ("nbflow.cli.version", "show versions and where runs are recorded"),
     "execute": ("nbflow.cli.execute", "execute a flow run's notebook (what runners launch)"),
     "batch": ("nbflow.cli.batch", "run a notebook once per combination of a parameter grid"),
+    "server": ("nbflow.cli.server", "start a headless Jupyter server with only the nbflow API"),
 }
 
 
