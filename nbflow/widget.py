@@ -11,7 +11,9 @@ summary (call it from the kernel's main thread, e.g. at the end of a cell).
 
 from __future__ import annotations
 
+import heapq
 import html
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +27,8 @@ import ipywidgets as widgets
 from nbflow.states import State, StateType
 
 __all__ = ["FlowRunWidget", "TaskRow"]
+
+log = logging.getLogger("nbflow.widget")
 
 #: Background colour of each state (by name first, then by type).
 COLOURS: dict[str, str] = {
@@ -47,10 +51,44 @@ COLOURS: dict[str, str] = {
 Scheduler = Callable[[float, Callable[[], None]], None]
 
 
-def _timer(delay: float, fn: Callable[[], None]) -> None:
-    timer = threading.Timer(delay, fn)
-    timer.daemon = True
-    timer.start()
+class _Flusher:
+    """One daemon thread that runs deferred flushes at their due time (for every widget).
+
+    (A ``threading.Timer`` per flush costs a thread start each time: milliseconds on a busy
+    machine, paid on every task state change.)
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, delay: float, fn: Callable[[], None]) -> None:
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._due, (time.monotonic() + delay, self._seq, fn))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="nbflow-widget", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    timeout = self._due[0][0] - time.monotonic() if self._due else None
+                    self._cond.wait(timeout)
+                _, _, fn = heapq.heappop(self._due)
+            try:
+                fn()
+            except Exception:
+                log.exception("nbflow widget flush failed")
+
+
+_timer = _Flusher()
 
 
 def colour(state: State | None) -> str:
@@ -120,6 +158,7 @@ class FlowRunWidget:
         self.flow_run_id, self.flow_name, self.run_name = flow_run_id, flow_name, run_name
         self.flow_state: State | None = None
         self.rows: dict[str, TaskRow] = {}
+        self._row_html: dict[str, tuple[TaskRow, str]] = {}
         self.flush_count = 0
         self._on_cancel = on_cancel
         self._min_interval, self._scheduler = min_interval, scheduler
@@ -244,8 +283,7 @@ class FlowRunWidget:
             f'<span style="color:#6c757d">{self.flow_run_id}</span></div>'
         )
 
-    @staticmethod
-    def _table_html(rows: list[TaskRow]) -> str:
+    def _table_html(self, rows: list[TaskRow]) -> str:
         if not rows:
             return "<i>no task ran yet</i>"
         lines = [
@@ -254,16 +292,11 @@ class FlowRunWidget:
             "<th align=right>retries</th><th align=left>cache</th><th align=left>error</th></tr>",
         ]
         for row in rows:
-            duration = f"{row.duration:.2f} s" if row.duration is not None else ""
-            name = row.state.name if row.state else "Pending"
-            stale = ' <span title="an input changed since it ran">stale</span>' if row.stale else ""
-            lines.append(
-                f"<tr><td>{html.escape(row.name)}{stale}</td>"
-                f"<td>{_badge(name, colour(row.state))}</td>"
-                f"<td align=right>{duration}</td><td align=right>{row.retries}</td>"
-                f"<td>{'hit' if row.cached else ''}</td>"
-                f"<td><code>{html.escape(row.error)}</code></td></tr>"
-            )
+            cached = self._row_html.get(row.task_key)
+            if cached is None or cached[0] is not row:
+                cached = (row, _row_html(row))
+                self._row_html[row.task_key] = cached
+            lines.append(cached[1])
         lines.append("</table>")
         return "\n".join(lines)
 
@@ -292,10 +325,12 @@ class FlowRunWidget:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         bundle: dict[str, Any] = {"text/plain": self.to_text(), "text/html": self.to_html()}
-        view = self.view._repr_mimebundle_(include=include, exclude=exclude) or {}
-        if isinstance(view, tuple):
-            view = view[0]
-        bundle.update({k: v for k, v in view.items() if k != "text/plain"})
+        # built by hand: ipywidgets' own bundle also renders a deep repr() of every trait
+        bundle["application/vnd.jupyter.widget-view+json"] = {
+            "version_major": 2,
+            "version_minor": 0,
+            "model_id": self.view.model_id,
+        }
         return bundle
 
     # -- display (kernel main thread)
@@ -316,6 +351,19 @@ class FlowRunWidget:
         """Release the frontend widgets."""
         for child in (self.header, self.progress, self.table, self.cancel_button, self.view):
             child.close()
+
+
+def _row_html(row: TaskRow) -> str:
+    duration = f"{row.duration:.2f} s" if row.duration is not None else ""
+    name = row.state.name if row.state else "Pending"
+    stale = ' <span title="an input changed since it ran">stale</span>' if row.stale else ""
+    return (
+        f"<tr><td>{html.escape(row.name)}{stale}</td>"
+        f"<td>{_badge(name, colour(row.state))}</td>"
+        f"<td align=right>{duration}</td><td align=right>{row.retries}</td>"
+        f"<td>{'hit' if row.cached else ''}</td>"
+        f"<td><code>{html.escape(row.error)}</code></td></tr>"
+    )
 
 
 def _badge(text: str, background: str) -> str:
