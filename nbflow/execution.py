@@ -27,7 +27,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,23 +339,33 @@ def execute_flow_run(
     *,
     client: Client | None = None,
     kernel_manager: Any = None,
+    kernel_env: Mapping[str, str] | None = None,
+    kernel_cwd: str | None = None,
     start_timeout: float = 60.0,
 ) -> ExecutionResult:
     """Execute the flow run's notebook and propose its states; return the exit code and state.
 
     ``kernel_manager`` is an already started ``jupyter_client`` kernel manager (a fast
     start: the kernel booted while this process imported papermill); it is used for this
-    one run and shut down afterwards.
+    one run and shut down afterwards.  A kernel started before the run was known (a
+    pooled executor) is given ``kernel_env`` and ``kernel_cwd`` before the first cell.
     """
     client = client or get_client()
     try:
-        return _execute(client, flow_run_id, kernel_manager, start_timeout)
+        setup = (dict(kernel_env or {}), kernel_cwd)
+        return _execute(client, flow_run_id, kernel_manager, start_timeout, setup)
     finally:
         if kernel_manager is not None and kernel_manager.has_kernel:
             kernel_manager.shutdown_kernel(now=True)  # refused runs never used it
 
 
-def _execute(client: Client, run_id: UUID, km: Any, start_timeout: float) -> ExecutionResult:
+def _execute(
+    client: Client,
+    run_id: UUID,
+    km: Any,
+    start_timeout: float,
+    setup: tuple[dict[str, str], str | None],
+) -> ExecutionResult:
     run = client.read_flow_run(run_id)
     try:
         nb, nb_path = load_run_notebook(client, run)
@@ -380,6 +390,8 @@ def _execute(client: Client, run_id: UUID, km: Any, start_timeout: float) -> Exe
     if km is None:
         km = KernelManager(kernel_name=kernel_name)
         km.start_kernel(cwd=str(Path(nb_path).resolve().parent) if nb_path else None)
+    elif setup[0] or setup[1]:
+        _configure_kernel(km, setup[0], setup[1], start_timeout)
 
     try:
         return _execute_notebook(client, run, prepared, kernel_name, km, out_path, start_timeout)
@@ -449,6 +461,28 @@ def _execute_notebook(
     _shutdown(km)
     _, state = _propose(client, run_id, final)
     return ExecutionResult(code, state, str(out_path) if out_path.exists() else None)
+
+
+def _configure_kernel(km: Any, env: Mapping[str, str], cwd: str | None, timeout: float) -> None:
+    """Give a kernel started ahead of its run the run's environment and directory."""
+    code = (
+        "import os as _nbflow_os\n"
+        f"_nbflow_os.environ.update({dict(env)!r})\n"
+        + (f"_nbflow_os.chdir({cwd!r})\n" if cwd else "")
+        + "del _nbflow_os\n"
+        "import nbflow.settings as _nbflow_settings\n"
+        "_nbflow_settings.reload_settings()\n"
+        "del _nbflow_settings\n"
+    )
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=timeout)
+        reply = kc.execute_interactive(code, silent=True, store_history=False, timeout=timeout)
+        if reply["content"].get("status") != "ok":
+            raise NbflowError(f"could not configure the kernel: {reply['content'].get('evalue')}")
+    finally:
+        kc.stop_channels()
 
 
 def _shutdown(km: Any) -> None:

@@ -198,18 +198,47 @@ def handle(args: argparse.Namespace) -> int:
     spec = prepare_notebook(args.notebook)
     fixed = parse_cli_parameters(spec, list(args.param))
     combinations = expand_grid(spec, _grid_from_args(spec, args), fixed)
+    job_variables = {"stream_output": False, **parse_job_variables(list(args.job_variable))}
+    pooled = args.runner == "subprocess" and not {"python", "virtualenv", "conda_env"} & set(
+        job_variables
+    )
+    extra: dict[str, Any] = {}
+    if pooled:  # one pre-started executor per slot, each used for exactly one run
+        extra = {"prestart": max(1, args.max_concurrency), "output": _discard}
     client = get_client()
-    runner = make_runner(args.runner, client)
-    results = run_batch(
+    runner = make_runner(args.runner, client, **extra)
+    try:
+        results = _run(args, client, runner, spec, combinations, job_variables)
+    finally:
+        runner.close()
+    return _report(args, results)
+
+
+def _discard(line: str) -> None:
+    """Drop a run's console output (its logs and output notebook keep what matters)."""
+
+
+def _run(
+    args: argparse.Namespace,
+    client: Client,
+    runner: Runner,
+    spec: NotebookRunSpec,
+    combinations: list[dict[str, Any]],
+    job_variables: dict[str, Any],
+) -> list[BatchResult]:
+    return run_batch(
         client,
         runner,
         spec,
         combinations,
         max_concurrency=args.max_concurrency,
         runner_name=args.runner,
-        job_variables={"stream_output": False, **parse_job_variables(list(args.job_variable))},
+        job_variables=job_variables,
         progress=_progress_line,
     )
+
+
+def _report(args: argparse.Namespace, results: list[BatchResult]) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     if args.json:

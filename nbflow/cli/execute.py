@@ -9,6 +9,8 @@ was refused by the orchestration gate (someone else owns it); 1 when it failed.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from typing import Any
 from uuid import UUID
@@ -27,7 +29,13 @@ def register(subparsers: Any) -> None:
         "every state, log and task run to the store or server, and store the output "
         "notebook. Runners launch this command; you rarely run it yourself.",
     )
-    parser.add_argument("run_id", metavar="RUN_ID", help="the flow run's id")
+    parser.add_argument("run_id", metavar="RUN_ID", nargs="?", help="the flow run's id")
+    parser.add_argument(
+        "--standby",
+        action="store_true",
+        help="start the kernel and load everything, then read the run from stdin as one "
+        'JSON line {"flow_run_id": ..., "env": {...}, "cwd": ...} (pooled executors)',
+    )
     parser.add_argument(
         "--no-prestart",
         action="store_true",
@@ -56,13 +64,48 @@ def _prestart_kernel() -> Any:
     return km
 
 
+def _read_standby_job() -> tuple[str, dict[str, str], str | None] | None:
+    """Wait for the run on stdin; None when the runner closed the pipe (pool shut down)."""
+    line = sys.stdin.readline()
+    if not line.strip():
+        return None
+    try:
+        job = json.loads(line)
+        return str(job["flow_run_id"]), dict(job.get("env") or {}), job.get("cwd")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"standby: expected one JSON line with flow_run_id ({exc})") from exc
+
+
 def handle(args: argparse.Namespace) -> int:
     """Execute the run; return the exit code."""
-    try:
-        run_id = UUID(args.run_id)
-    except ValueError:
-        raise UsageError(f"RUN_ID={args.run_id!r} is not a flow run id (a UUID)") from None
+    if args.standby == bool(args.run_id):
+        raise UsageError("give either RUN_ID or --standby")
     km = None if args.no_prestart else _prestart_kernel()
+    env: dict[str, str] = {}
+    cwd: str | None = None
+    run_text = args.run_id
+    if args.standby:
+        _skip_slow_format_checkers()
+        import nbflow.execution  # noqa: F401  (load everything before the run arrives)
+
+        job = _read_standby_job()
+        if job is None:
+            if km is not None:
+                km.shutdown_kernel(now=True)
+            return 0
+        run_text, env, cwd = job
+        os.environ.update(env)
+        if cwd:
+            os.chdir(cwd)
+        from nbflow.client import set_client
+        from nbflow.settings import reload_settings
+
+        reload_settings()
+        set_client(None)
+    try:
+        run_id = UUID(run_text)
+    except ValueError:
+        raise UsageError(f"RUN_ID={run_text!r} is not a flow run id (a UUID)") from None
     _skip_slow_format_checkers()
     try:
         from nbflow.execution import execute_flow_run
@@ -72,7 +115,7 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError(
             f"nbflow execute needs the notebook extra ({exc}); pip install 'nbflow[notebook]'"
         ) from exc
-    result = execute_flow_run(run_id, kernel_manager=km)
+    result = execute_flow_run(run_id, kernel_manager=km, kernel_env=env, kernel_cwd=cwd)
     state = result.state
     sys.stderr.write(f"nbflow: flow run {run_id}: {state if state else 'no state'}\n")
     return result.exit_code

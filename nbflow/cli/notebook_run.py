@@ -232,7 +232,7 @@ class _ProgressLine:
             self.stream.flush()
 
 
-def make_runner(name: str, client: Client, **kwargs: Any) -> Runner:
+def make_runner(name: str, client: Client | None, **kwargs: Any) -> Runner:
     """Instantiate the named runner (an unknown name is a usage error listing the known)."""
     try:
         cls = get_runner(name)
@@ -243,6 +243,20 @@ def make_runner(name: str, client: Client, **kwargs: Any) -> Runner:
 
 def run_notebook(args: argparse.Namespace) -> int:
     """Handle ``nbflow run NOTEBOOK.ipynb``: create, launch, follow and report the run."""
+    job_variables = parse_job_variables(list(getattr(args, "job_variable", [])))
+    # Start the executor (and its kernel) now, while this process opens the store and
+    # creates the run: the two start-ups overlap.
+    fast = args.runner == "subprocess" and not {"python", "virtualenv", "conda_env"} & set(
+        job_variables
+    )
+    runner = make_runner(args.runner, None, **({"prestart": 1, "replenish": False} if fast else {}))
+    try:
+        return _run_notebook(args, runner, job_variables)
+    finally:
+        runner.close()
+
+
+def _run_notebook(args: argparse.Namespace, runner: Runner, job_variables: dict[str, Any]) -> int:
     spec = prepare_notebook(args.target)
     parameters: dict[str, Any] = {}
     if getattr(args, "parameters_file", None):
@@ -254,14 +268,10 @@ def run_notebook(args: argparse.Namespace) -> int:
             raise UsageError(f"--params {args.params!r} is not a JSON object: {exc}") from exc
     parameters.update(parse_cli_parameters(spec, list(args.param)))
     client = get_client()
-    runner = make_runner(args.runner, client)
+    runner.client = client
     try:
         run = create_notebook_run(
-            client,
-            spec,
-            parameters,
-            runner=args.runner,
-            job_variables=parse_job_variables(list(getattr(args, "job_variable", []))),
+            client, spec, parameters, runner=args.runner, job_variables=job_variables
         )
     except ValidationError as exc:
         raise UsageError(str(exc)) from exc

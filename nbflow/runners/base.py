@@ -105,6 +105,9 @@ class Runner(ABC):
     def wait(self, infrastructure_id: str, timeout: float | None = None) -> int | None:
         """Wait for the process to exit; return its exit code (None when ``timeout`` passed)."""
 
+    def close(self) -> None:
+        """Release what the runner keeps between runs (pre-started processes, connections)."""
+
     # -- shared behaviour ----------------------------------------------------------------
     def job_configuration(
         self, flow_run: FlowRun, job_variables: Mapping[str, Any] | None = None

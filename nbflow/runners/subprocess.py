@@ -14,6 +14,7 @@ host can kill it (it then polls for the group's exit instead of waiting on a chi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,12 +74,73 @@ class SubprocessRunner(Runner):
     name: ClassVar[str] = "subprocess"
     job_variables_model: ClassVar[type[JobVariables]] = SubprocessJobVariables
 
-    def __init__(self, *, output: Callable[[str], None] | None = None, **kwargs: Any) -> None:
-        """Create the runner; ``output`` receives the processes' output lines instead of stdout."""
+    def __init__(
+        self,
+        *,
+        output: Callable[[str], None] | None = None,
+        prestart: int = 0,
+        replenish: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """Create the runner.
+
+        ``output`` receives the processes' output lines instead of stdout.  ``prestart``
+        keeps that many executors started ahead of time (``nbflow execute --standby``:
+        imports done, kernel booted); each takes exactly one run and is replaced at once,
+        so a kernel is never reused (``replenish=False``: not replaced, for a one-run
+        command).  Runs that choose an interpreter never use the pool.
+        """
         super().__init__(**kwargs)
         self._output = output
         self._lock = threading.Lock()
         self._processes: dict[str, _Process] = {}
+        self._prestart = prestart
+        self._replenish = replenish
+        self._standby: deque[subprocess.Popen[bytes]] = deque()
+        self._closed = False
+        for _ in range(prestart):
+            self._spawn_standby()
+
+    # -- the pool of pre-started executors -------------------------------------------
+    def _spawn_standby(self) -> None:
+        """Start one ``nbflow execute --standby`` waiting for its run on stdin."""
+        pipe = subprocess.PIPE if self._output is not None else None
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "nbflow", "execute", "--standby"],
+            stdin=subprocess.PIPE,
+            stdout=pipe,
+            stderr=pipe,
+            start_new_session=True,
+        )
+        with self._lock:
+            if self._closed:
+                popen.stdin.close()  # type: ignore[union-attr]
+                return
+            self._standby.append(popen)
+
+    def _take_standby(self) -> subprocess.Popen[bytes] | None:
+        with self._lock:
+            while self._standby:
+                popen = self._standby.popleft()
+                if popen.poll() is None:
+                    return popen
+        return None
+
+    def close(self) -> None:
+        """Release the pre-started executors (they exit when their stdin closes)."""
+        with self._lock:
+            self._closed = True
+            idle, self._standby = list(self._standby), deque()
+        for popen in idle:
+            try:
+                popen.stdin.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+        for popen in idle:
+            try:
+                popen.wait(30)
+            except subprocess.TimeoutExpired:
+                _signal_group(popen.pid, signal.SIGKILL)
 
     # -- submit -----------------------------------------------------------------------
     def interpreter(self, config: SubprocessJobVariables) -> list[str]:
@@ -132,18 +195,33 @@ class SubprocessRunner(Runner):
         """Start ``nbflow execute`` for the run in a new process group; return ``host:pid``."""
         config = self.job_configuration(flow_run, job_variables)
         assert isinstance(config, SubprocessJobVariables)
-        argv = [*self.interpreter(config), *self.command(flow_run)[1:]]
-        pipe = subprocess.PIPE if self._output is not None else None
-        quiet = subprocess.DEVNULL if not config.stream_output else pipe
-        popen = subprocess.Popen(
-            argv,
-            env=self.process_environment(flow_run, config),
-            cwd=config.working_dir or None,
-            stdin=subprocess.DEVNULL,
-            stdout=quiet,
-            stderr=quiet,
-            start_new_session=True,
-        )
+        pooled = not (config.python or config.virtualenv or config.conda_env)
+        popen = self._take_standby() if pooled and self._prestart else None
+        if popen is not None:
+            job = {
+                "flow_run_id": str(flow_run.id),
+                "env": {**self.run_environment(flow_run), **config.env},
+                "cwd": config.working_dir,
+            }
+            assert popen.stdin is not None
+            popen.stdin.write(json.dumps(job).encode() + b"\n")
+            popen.stdin.close()
+            if self._replenish:
+                threading.Thread(target=self._spawn_standby, daemon=True).start()
+            argv = ["nbflow execute --standby", str(flow_run.id)]
+        else:
+            argv = [*self.interpreter(config), *self.command(flow_run)[1:]]
+            pipe = subprocess.PIPE if self._output is not None else None
+            quiet = subprocess.DEVNULL if not config.stream_output else pipe
+            popen = subprocess.Popen(
+                argv,
+                env=self.process_environment(flow_run, config),
+                cwd=config.working_dir or None,
+                stdin=subprocess.DEVNULL,
+                stdout=quiet,
+                stderr=quiet,
+                start_new_session=True,
+            )
         infrastructure_id = f"{socket.gethostname()}:{popen.pid}"
         proc = _Process(popen=popen, flow_run=flow_run)
         for stream in (popen.stdout, popen.stderr):

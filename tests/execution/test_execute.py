@@ -211,3 +211,27 @@ def test_same_outcome_as_papermill(
     ours = client.read_flow_run(run.id).output_path
     assert ours is not None
     assert _outputs(ours) == _outputs(str(theirs)) == ["bbb\n", "3\n"]
+
+
+def test_prestarted_executor_runs_a_flow_notebook_once(
+    client: EmbeddedClient, write_notebook: Callable[..., Path]
+) -> None:
+    """A pooled executor gets the run's environment and directory before the first cell."""
+    path = write_notebook("pooled.ipynb", [*FLOW_NOTEBOOK, "import os; print(os.getcwd())"])
+    runner = SubprocessRunner(client=client, prestart=1, output=lambda line: None)
+    try:
+        runs = []
+        for n in (1, 2):  # the second run gets the replacement, never the first kernel
+            run = create_notebook_run(client, prepare_notebook(path), {"n": n})
+            runs.append((run, launch(client, run, runner)))
+        for run, infra in runs:
+            assert runner.wait(infra, timeout=240) == 0
+            final = client.read_flow_run(run.id)
+            assert final.state is not None and final.state.type is StateType.COMPLETED
+            tasks = client.read_task_runs(TaskRunFilter(flow_run_ids=[run.id]))
+            assert [t.name for t in tasks] == ["extract", "report"]
+            assert final.output_path is not None
+            assert f"{path.parent}\n" in _outputs(final.output_path)
+        assert runs[0][1] != runs[1][1]
+    finally:
+        runner.close()
