@@ -1,20 +1,35 @@
 """Fast batch INSERTs: thousands of task runs, states and logs per call.
 
 ``conn.execute(stmt, rows)`` spends most of its time in per-row parameter handling.
-:func:`bulk_execute` compiles the statement once, applies each column's bind processor
-(the public ``TypeEngine.bind_processor``) in a tight loop, and hands the driver either
-one ``executemany`` (SQLite: the C loop of ``sqlite3``) or, on PostgreSQL, ONE statement
-that inserts from ``unnest`` of one array per column (a single round trip instead of one
-per row).  ``ON CONFLICT`` clauses of the statement are kept.
+:func:`bulk_execute` compiles the statement once (cached: the engine's recorder sends
+many small batches too), applies each column's bind processor (the public
+``TypeEngine.bind_processor``) in a tight loop, and hands the driver either one
+``executemany`` (SQLite: the C loop of ``sqlite3``) or, on PostgreSQL, ONE statement that
+inserts from ``unnest`` of one binary array per column (one round trip, not one per row).
+``ON CONFLICT`` clauses of the statement are kept.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 
 __all__ = ["bulk_execute"]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sql: str
+    #: Parameter names in the order the SQL wants them (positional drivers).
+    names: tuple[str, ...]
+    processors: Mapping[str, Callable[[Any], Any]]
+    positional: bool
+    columnar: bool
 
 
 def bulk_execute(
@@ -29,61 +44,65 @@ def bulk_execute(
 
     All rows must have the keys of the first; values of the ``serialized`` keys are
     already in the driver's form (JSON text) and are passed through unprocessed.
+    ``stmt`` should be a long-lived object: plans are cached by statement identity.
     """
     if not data:
         return
-    dialect = conn.dialect
-    keys = list(data[0])
-    compiled = stmt.compile(dialect=dialect, column_keys=keys)
+    plan = _plan(stmt, table, conn.dialect, tuple(data[0]), serialized)
+    procs = plan.processors
+    params: Any
+    if plan.columnar:
+        params = {}
+        for key in plan.names:
+            values = [row[key] for row in data]
+            proc = procs.get(key)
+            params[key] = [proc(v) for v in values] if proc is not None else values
+    elif plan.positional:
+        indexed = [(i, procs[n]) for i, n in enumerate(plan.names) if n in procs]
+        params = []
+        for row in data:
+            values = [row[n] for n in plan.names]
+            for i, proc in indexed:
+                values[i] = proc(values[i])
+            params.append(tuple(values))
+    else:
+        params = [{k: (procs[k](v) if k in procs else v) for k, v in row.items()} for row in data]
+    conn.exec_driver_sql(plan.sql, params)
+
+
+@lru_cache(maxsize=64)
+def _plan(
+    stmt: sa.Insert,
+    table: sa.Table,
+    dialect: Dialect,
+    keys: tuple[str, ...],
+    serialized: frozenset[str],
+) -> _Plan:
+    compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
     processors = {
         key: proc
         for key in keys
         if key not in serialized and (proc := table.c[key].type.bind_processor(dialect))
     }
     if dialect.name == "postgresql":
-        _postgres_unnest(conn, compiled.string, table, keys, data, processors)
-        return
-    if compiled.positional:
-        names = list(compiled.positiontup or ())
-        procs = [(i, processors[n]) for i, n in enumerate(names) if n in processors]
-        params: list[Any] = []
-        for row in data:
-            values = [row[n] for n in names]
-            for i, proc in procs:
-                values[i] = proc(values[i])
-            params.append(tuple(values))
-    else:
-        params = [
-            {k: (processors[k](v) if k in processors else v) for k, v in row.items()}
-            for row in data
-        ]
-    conn.exec_driver_sql(compiled.string, params)
+        return _Plan(
+            _unnest_sql(compiled.string, table, keys, dialect), keys, processors, False, True
+        )
+    names = tuple(compiled.positiontup or ()) if compiled.positional else keys
+    return _Plan(compiled.string, names, processors, compiled.positional, False)
 
 
-def _postgres_unnest(
-    conn: sa.Connection,
-    compiled_sql: str,
-    table: sa.Table,
-    keys: list[str],
-    data: list[dict[str, Any]],
-    processors: dict[str, Any],
-) -> None:
-    """Run ``INSERT INTO t (cols) SELECT * FROM unnest(%(a)b::type[], ...) <ON CONFLICT>``."""
-    dialect = conn.dialect
-    quote = dialect.identifier_preparer.quote
+def _unnest_sql(compiled_sql: str, table: sa.Table, keys: tuple[str, ...], dialect: Dialect) -> str:
+    """Return ``INSERT INTO t (cols) SELECT * FROM unnest(%(a)b::type[], ...) <ON CONFLICT>``."""
+    preparer = dialect.identifier_preparer
     at = compiled_sql.find(" ON CONFLICT")
     conflict = compiled_sql[at:] if at >= 0 else ""
     if "%(" in conflict:  # pragma: no cover - our statements bind nothing there
         raise ValueError("bulk_execute: ON CONFLICT clauses with parameters are not supported")
     # %(key)b: binary parameters; text arrays would be escaped element by element in Python.
     arrays = ", ".join(f"%({key})b::{table.c[key].type.compile(dialect=dialect)}[]" for key in keys)
-    sql = (
-        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "
-        f"({', '.join(quote(k) for k in keys)}) SELECT * FROM unnest({arrays}){conflict}"
+    columns = ", ".join(preparer.quote(k) for k in keys)
+    return (
+        f"INSERT INTO {preparer.format_table(table)} ({columns}) "
+        f"SELECT * FROM unnest({arrays}){conflict}"
     )
-    columns: dict[str, list[Any]] = {}
-    for key in keys:
-        proc = processors.get(key)
-        values = [row[key] for row in data]
-        columns[key] = [proc(v) for v in values] if proc is not None else values
-    conn.exec_driver_sql(sql, columns)

@@ -76,6 +76,7 @@ UPDATABLE_FLOW_RUN_FIELDS = frozenset(
     }
 )
 _FIXED_DEPLOYMENT_FIELDS = frozenset({"id", "created", "updated"})
+_LOG_INSERT = sa.insert(logs)
 
 
 def _validation_error(exc: pydantic.ValidationError) -> ValidationError:
@@ -95,6 +96,20 @@ class Store:
         # An in-memory SQLite database is one shared connection: serialize its users.
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if in_memory else contextlib.nullcontext()
+        )
+        # Built once: bulk_execute caches its compiled plans by statement.
+        upsert = self._insert(task_runs)
+        self._task_run_upsert = upsert.on_conflict_do_update(
+            index_elements=[task_runs.c.id],
+            set_={
+                c.name: upsert.excluded[c.name]
+                for c in task_runs.c
+                if c.name not in ("id", "created")
+            },
+            where=upsert.excluded.updated >= task_runs.c.updated,
+        )
+        self._task_run_state_append = self._insert(task_run_states).on_conflict_do_nothing(
+            index_elements=[task_run_states.c.state_id]
         )
         if run_migrations:
             migrate(engine)
@@ -438,19 +453,7 @@ class Store:
                 }
             )
         run_rows = [rows.task_run_row(t, state_json) for t in latest.values()]
-        upsert = self._insert(task_runs)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[task_runs.c.id],
-            set_={
-                c.name: upsert.excluded[c.name]
-                for c in task_runs.c
-                if c.name not in ("id", "created")
-            },
-            where=upsert.excluded.updated >= task_runs.c.updated,
-        )
-        append = self._insert(task_run_states).on_conflict_do_nothing(
-            index_elements=[task_run_states.c.state_id]
-        )
+        upsert, append = self._task_run_upsert, self._task_run_state_append
 
         def tx(conn: sa.Connection) -> None:
             bulk_execute(conn, upsert, task_runs, run_rows, serialized=rows.TASK_RUN_JSON_TEXT)
@@ -497,7 +500,7 @@ class Store:
             return
         log_rows = [rows.log_row(entry) for entry in logs_]
         try:
-            self._write(lambda c: bulk_execute(c, sa.insert(logs), logs, log_rows))
+            self._write(lambda c: bulk_execute(c, _LOG_INSERT, logs, log_rows))
         except IntegrityError:
             self._raise_missing_runs(entry.flow_run_id for entry in logs_)
             raise
