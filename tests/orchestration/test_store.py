@@ -39,6 +39,12 @@ def test_flow_create_is_an_upsert_by_name(store: Store) -> None:
     assert again.created.tzinfo is UTC
 
 
+def test_flow_id_under_another_name_is_refused(store: Store) -> None:
+    first = make_flow(store)
+    with pytest.raises(ObjectAlreadyExists, match="another name"):
+        store.create_flow(Flow(id=first.id, name="renamed"))
+
+
 def test_flows_are_listed_by_name_with_pagination(store: Store) -> None:
     for name in ["c", "a", "b", "d"]:
         make_flow(store, name)

@@ -155,7 +155,12 @@ class Store:
             stored = conn.execute(sa.select(flows).where(flows.c.name == flow.name)).one()
             return rows.read_flow(stored)
 
-        return self._write(tx)
+        try:
+            return self._write(tx)
+        except IntegrityError as exc:
+            raise ObjectAlreadyExists(
+                f"flow id {flow.id} is registered under another name than {flow.name!r}"
+            ) from exc
 
     def read_flow(self, flow_id: UUID) -> Flow:
         """Return the flow with this id (``NotFound`` if none)."""
