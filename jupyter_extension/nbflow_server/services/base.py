@@ -46,13 +46,14 @@ class PeriodicService(Service):
 
     async def _loop(self) -> None:
         while True:
+            # Cleared before the tick: a wake() during the tick runs the next one at once.
+            self._wake.clear()
             try:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("%s: tick failed; retrying in %s s", self.name, self.interval)
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
             except TimeoutError:
