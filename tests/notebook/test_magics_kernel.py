@@ -254,3 +254,26 @@ def test_downstream_tasks_turn_stale_when_an_upstream_result_changes(kernel: Ker
     assert "b: Completed" in outputs_text(nb.cells[5])
     assert "stale" not in outputs_text(nb.cells[5])
     assert "b: Completed [stale: an input changed]" in outputs_text(nb.cells[8])
+
+
+def test_top_level_await_and_nbflow_commands(kernel: KernelRunner) -> None:
+    path = kernel.notebook(
+        [
+            "%load_ext nbflow",
+            "%%flow awaited\nk = 2",
+            "%%task\nimport asyncio\nawait asyncio.sleep(0)\nz = k * 21",
+            "print(z)",
+            "%nbflow runs",
+        ]
+    )
+    nb = kernel.run(path)
+    assert "42" in outputs_text(nb.cells[3])
+    (run,) = kernel.store.read_flow_runs(FlowRunFilter(flow_names=["awaited"]))
+    prefix = str(run.id)[:8]
+    assert prefix in outputs_text(nb.cells[4])
+    nb.cells.append(nbformat.v4.new_code_cell(f"%nbflow show {prefix}"))
+    nbformat.write(nb, path)
+    nb = kernel.run(path)
+    assert "cell:asyncio,z" in outputs_text(nb.cells[5]) and "Completed" in outputs_text(
+        nb.cells[5]
+    )
