@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 from typing import Any
 
+from nbflow.engine.futures import OutcomeFuture
 from nbflow.engine.task_engine import DetachedOutcome, Outcome, TaskCall, fast_state, run_detached
 from nbflow.engine.task_runners import TaskRunner
 from nbflow.exceptions import NbflowError
@@ -75,7 +76,7 @@ class DaskTaskRunner(TaskRunner):
         if cluster is not None:
             cluster.close()
 
-    def _submit(self, call: TaskCall) -> concurrent.futures.Future[Outcome]:
+    def _submit(self, call: TaskCall) -> OutcomeFuture:
         if any(not f.outcome().state.is_final_success for f in call.upstream.values()) or (
             call.is_cancelled is not None and call.is_cancelled()
         ):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from uuid import UUID
 
 from nbflow.schemas import TaskRun
@@ -13,9 +14,22 @@ from nbflow.states import State
 if TYPE_CHECKING:
     from nbflow.engine.task_engine import Outcome
 
-__all__ = ["TaskRunFuture"]
+__all__ = ["OutcomeFuture", "TaskRunFuture"]
 
 T = TypeVar("T")
+
+
+class OutcomeFuture(Protocol):
+    """What a task runner hands back: a ``concurrent.futures.Future``-like of an Outcome."""
+
+    def result(self, timeout: float | None = None) -> Outcome:
+        """Wait for the outcome (``concurrent.futures.TimeoutError`` after ``timeout``)."""
+
+    def done(self) -> bool:
+        """Whether the outcome is there."""
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        """Call ``fn(future)`` once done (at once when already done)."""
 
 
 class TaskRunFuture(Generic[T]):
@@ -23,7 +37,7 @@ class TaskRunFuture(Generic[T]):
 
     __slots__ = ("_future", "consumed", "task_run")
 
-    def __init__(self, task_run: TaskRun, future: concurrent.futures.Future[Outcome]) -> None:
+    def __init__(self, task_run: TaskRun, future: OutcomeFuture) -> None:
         self.task_run = task_run
         self._future = future
         #: Whether the flow body looked at the outcome (``result``/``wait``); a failed
@@ -49,7 +63,7 @@ class TaskRunFuture(Generic[T]):
 
     def _run_if_queued(self) -> None:
         # A queued run nobody started yet runs in the waiting thread (see task_runners).
-        steal = getattr(self._future, "_nbflow_steal", None)
+        steal = getattr(self._future, "steal", None)
         if steal is not None and not self._future.done():
             steal()
 
@@ -84,9 +98,24 @@ class TaskRunFuture(Generic[T]):
             return outcome.exception  # type: ignore[return-value]
         return outcome.result  # type: ignore[no-any-return]
 
+    def _concurrent(self) -> concurrent.futures.Future[Outcome]:
+        future = self._future
+        if isinstance(future, concurrent.futures.Future):
+            return future
+        bridge: concurrent.futures.Future[Outcome] = concurrent.futures.Future()
+
+        def relay(done: OutcomeFuture) -> None:
+            try:
+                bridge.set_result(done.result())
+            except BaseException as exc:
+                bridge.set_exception(exc)
+
+        future.add_done_callback(relay)
+        return bridge
+
     async def await_state(self) -> State:
         """Async twin of :meth:`wait` (no timeout)."""
-        await asyncio.wrap_future(self._future)
+        await asyncio.wrap_future(self._concurrent())
         self.consumed = True
         state = self.task_run.state
         assert state is not None
@@ -94,7 +123,7 @@ class TaskRunFuture(Generic[T]):
 
     async def aresult(self, raise_on_failure: bool = True) -> T:
         """Async twin of :meth:`result`."""
-        await asyncio.wrap_future(self._future)
+        await asyncio.wrap_future(self._concurrent())
         return self.result(raise_on_failure=raise_on_failure)
 
     def add_done_callback(self, fn: Any) -> None:

@@ -2,7 +2,7 @@
 
 A runner gets a :class:`~nbflow.engine.task_engine.TaskCall` whose upstream futures are
 all done (the base class chains dependencies without blocking a worker) and returns a
-``concurrent.futures.Future`` of its :class:`~nbflow.engine.task_engine.Outcome`.
+``concurrent.futures.Future``-like (:class:`~nbflow.engine.futures.OutcomeFuture`) of its :class:`~nbflow.engine.task_engine.Outcome`.
 Built-ins register under the ``nbflow.task_runners`` entry-point group like third parties:
 ``thread`` (the default) and ``dask``.
 """
@@ -15,10 +15,12 @@ import os
 import queue
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
 from nbflow.engine import loop
+from nbflow.engine.futures import OutcomeFuture
 from nbflow.engine.task_engine import Outcome, TaskCall
 from nbflow.exceptions import NbflowError
 
@@ -48,7 +50,7 @@ class TaskRunner(ABC):
         """Return an unstarted runner with the same configuration (for a nested flow run)."""
         return type(self)()
 
-    def submit(self, call: TaskCall) -> concurrent.futures.Future[Outcome]:
+    def submit(self, call: TaskCall) -> OutcomeFuture:
         """Run ``call`` once its upstream futures are done; return a future of its outcome."""
         pending = [f for f in call.upstream.values() if not f.done()]
         if not pending:
@@ -57,7 +59,7 @@ class TaskRunner(ABC):
         remaining = [len(pending)]
         lock = threading.Lock()
 
-        def relay(inner: concurrent.futures.Future[Outcome]) -> None:
+        def relay(inner: OutcomeFuture) -> None:
             try:
                 outer.set_result(inner.result())
             except BaseException as exc:
@@ -78,7 +80,7 @@ class TaskRunner(ABC):
         return outer
 
     @abstractmethod
-    def _submit(self, call: TaskCall) -> concurrent.futures.Future[Outcome]:
+    def _submit(self, call: TaskCall) -> OutcomeFuture:
         """Start ``call`` (its upstream is done) and return a future of its outcome."""
 
 
@@ -122,7 +124,7 @@ class ThreadPoolTaskRunner(TaskRunner):
                 return
             item.run()
 
-    def _submit(self, call: TaskCall) -> concurrent.futures.Future[Outcome]:
+    def _submit(self, call: TaskCall) -> OutcomeFuture:
         if call.is_async:
             return loop.submit_coroutine(call.run_async())
         item = _WorkItem(call)
@@ -137,37 +139,93 @@ class ThreadPoolTaskRunner(TaskRunner):
                     )
                     thread.start()
                     self._threads.append(thread)
-        return item.future
+        return item
+
+
+_callbacks_lock = threading.Lock()
 
 
 class _WorkItem:
     """A queued sync task run that a pool thread or a waiting caller runs, whoever is first.
 
-    ``future.result()`` on a run no thread has picked up yet runs it in the waiting thread
-    (work stealing), which saves a thread hand-off for ``task.submit(x).result()``.
+    It is its own (light) future: ``result()`` on a run no thread has picked up yet runs it
+    in the waiting thread (work stealing), which saves a thread hand-off for
+    ``task.submit(x).result()``; a bare lock serves as the done latch.
     """
 
-    __slots__ = ("_claim", "call", "context", "future")
+    __slots__ = (
+        "_callbacks",
+        "_claim",
+        "_done",
+        "_exception",
+        "_latch",
+        "_outcome",
+        "call",
+        "context",
+    )
 
     def __init__(self, call: TaskCall) -> None:
-        self.call = call
-        self.context = contextvars.copy_context()
+        self.call: TaskCall | None = call
+        self.context: contextvars.Context | None = contextvars.copy_context()
         self._claim = threading.Lock()
-        self.future: concurrent.futures.Future[Outcome] = concurrent.futures.Future()
-        self.future._nbflow_steal = self.run  # type: ignore[attr-defined]
+        self._latch = threading.Lock()
+        self._latch.acquire()
+        self._done = False
+        self._outcome: Outcome | None = None
+        self._exception: BaseException | None = None
+        self._callbacks: list[Callable[[Any], object]] | None = None
 
     def run(self) -> None:
         """Run the task run unless another thread already did."""
         if not self._claim.acquire(blocking=False):
             return
+        call, context = self.call, self.context
+        self.call = self.context = None
+        assert call is not None and context is not None
         try:
-            outcome = self.context.run(self.call.run_sync)
+            outcome = context.run(call.run_sync)
         except BaseException as exc:
-            self.future.set_exception(exc)
+            self._finish(None, exc)
             if not isinstance(exc, Exception):
                 raise
         else:
-            self.future.set_result(outcome)
+            self._finish(outcome, None)
+
+    steal = run
+
+    def _finish(self, outcome: Outcome | None, exception: BaseException | None) -> None:
+        self._outcome, self._exception = outcome, exception
+        with _callbacks_lock:
+            self._done = True
+            callbacks, self._callbacks = self._callbacks, None
+        self._latch.release()
+        for fn in callbacks or ():
+            fn(self)
+
+    def done(self) -> bool:
+        """Whether the run finished."""
+        return self._done
+
+    def result(self, timeout: float | None = None) -> Outcome:
+        """Wait for the outcome."""
+        if not self._done:
+            if not self._latch.acquire(True, -1 if timeout is None else timeout):
+                raise concurrent.futures.TimeoutError()
+            self._latch.release()
+        if self._exception is not None:
+            raise self._exception
+        assert self._outcome is not None
+        return self._outcome
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        """Call ``fn(self)`` when done (now if already done)."""
+        with _callbacks_lock:
+            if not self._done:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        fn(self)
 
 
 def load_task_runner(name: str) -> type[TaskRunner]:

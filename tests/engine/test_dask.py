@@ -25,7 +25,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[object]:
     with distributed.LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+        n_workers=1, threads_per_worker=2, processes=True, dashboard_address=":0"
     ) as local:
         yield local
 
@@ -98,7 +98,7 @@ def test_entry_point_and_local_cluster_kwargs(store: EmbeddedClient) -> None:
 
     @flow(
         task_runner=DaskTaskRunner(
-            cluster_kwargs={"n_workers": 1, "processes": False, "dashboard_address": None}
+            cluster_kwargs={"n_workers": 1, "processes": False, "dashboard_address": ":0"}
         )
     )
     def own_cluster() -> int:
