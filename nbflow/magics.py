@@ -94,6 +94,7 @@ class NotebookSession:
         self.output_prints: dict[str, str | None] = {}  # task key -> its outputs' fingerprint
         self.task_outputs: dict[str, tuple[str, ...]] = {}
         self._anonymous = 0
+        self._task_running = False
         self.cell_id: str | None = None  # of the executing cell, when the frontend sends it
 
     def pre_run_cell(self, info: Any) -> None:
@@ -139,7 +140,10 @@ class NotebookSession:
         self.states.clear()
         self.task_run_ids.clear()
         self.widget = FlowRunWidget(
-            engine.flow_run.id, name, run_name=engine.flow_run.name, on_cancel=self.cancel
+            engine.flow_run.id,
+            name,
+            run_name=engine.flow_run.name,
+            on_cancel=self.cancel_from_widget,
         )
         self.widget.handle(
             events.FlowRunEvent(engine.flow_run.id, engine.flow_run.state or Completed())
@@ -182,6 +186,17 @@ class NotebookSession:
         """Cancel the current run cooperatively (the widget's button, ``%nbflow cancel``)."""
         if self.engine is not None:
             self.engine.cancel()
+
+    def cancel_from_widget(self) -> None:
+        """Handle the widget's Cancel button.
+
+        Comm messages reach the kernel between cells, so this usually runs while no task
+        cell runs: the run is then finished (Cancelled) at once.  Otherwise the running
+        cell completes and the run ends when the next cell or ``%nbflow finish`` comes.
+        """
+        self.cancel()
+        if not self._task_running:
+            self.finish()
 
     def finish(self, state: State | None = None) -> State | None:
         """End the current run (Failed when a task's latest run failed) and stop listening."""
@@ -241,6 +256,7 @@ class NotebookSession:
             tags=spec.tags,
         )
         runner = _CellRunner(self.shell, cell, analysis, for_cache=cache_key is not None)
+        self._task_running = True
         try:
             with engine.activate():
                 task_run, state, value = engine.run_task(
@@ -254,9 +270,12 @@ class NotebookSession:
                     on_cache_hit=runner.restore,
                 )
         except KeyboardInterrupt:
+            self._task_running = False
             engine.cancel()
             self.finish()
             raise
+        finally:
+            self._task_running = False
         self.states[key] = state
         self.task_run_ids[key] = task_run.id
         self.task_inputs[key] = tuple(inputs)
