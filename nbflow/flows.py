@@ -135,7 +135,7 @@ class Flow(Generic[P, R]):
                 with sync_timeout(self.timeout_seconds, self._timeout):
                     result = self.fn(*call_args, **call_kwargs)
             except BaseException as exc:
-                engine.finish(self._state_for(exc))
+                self._end_early(engine, exc)
                 raise
         return self._finish(engine, result)  # type: ignore[no-any-return]
 
@@ -151,10 +151,17 @@ class Flow(Generic[P, R]):
                         raise
                     raise self._timeout() from exc
             except BaseException as exc:
-                await asyncio.to_thread(engine.finish, self._state_for(exc))
+                await asyncio.to_thread(self._end_early, engine, exc)
                 raise
         final = await asyncio.to_thread(engine.finish)
         return self._check(engine, final, result)
+
+    def _end_early(self, engine: FlowRunEngine, exc: BaseException) -> None:
+        state = self._state_for(exc)
+        if not isinstance(exc, Exception):
+            # Interrupted or crashing: queued task runs must not start any more.
+            engine.cancel()
+        engine.finish(state)
 
     def _state_for(self, exc: BaseException) -> State:
         if isinstance(exc, FlowRunTimeout):

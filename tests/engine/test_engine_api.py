@@ -10,7 +10,13 @@ import pytest
 
 from nbflow import flow, task
 from nbflow.client.embedded import EmbeddedClient
-from nbflow.engine import FlowRunEngine, TaskOptions, events, run_task_in_flow
+from nbflow.engine import (
+    FlowRunEngine,
+    TaskOptions,
+    ThreadPoolTaskRunner,
+    events,
+    run_task_in_flow,
+)
 from nbflow.exceptions import NbflowError, TransitionRejected
 from nbflow.schemas import Flow, FlowRunCreate, TaskRunFilter
 from nbflow.states import Pending, Scheduled, StateType
@@ -157,3 +163,44 @@ def test_heartbeat_and_cancel_requested_elsewhere(store: EmbeddedClient) -> None
     assert engine.is_cancelled
     assert store.read_flow_run(engine.flow_run.id).heartbeat is not None
     assert engine.finish().type is StateType.CANCELLED
+
+
+def test_wait_answer_is_honoured(store: EmbeddedClient) -> None:
+    from datetime import timedelta
+
+    from nbflow.states import now
+
+    flow_ = store.create_flow(Flow(name="later"))
+    start_at = now() + timedelta(seconds=0.5)
+    run = store.create_flow_run(
+        FlowRunCreate(flow_id=flow_.id, state=Scheduled(start_at), mode="batch")
+    )
+    engine = FlowRunEngine.start(flow_run_id=run.id, mode="batch")
+    assert engine.orchestration is not None
+    assert engine.flow_run.state is not None and engine.flow_run.state.type is StateType.RUNNING
+    assert now() >= start_at
+    engine.finish()
+
+
+def test_interrupt_cancels_queued_task_runs(store: EmbeddedClient) -> None:
+    gate = threading.Event()
+
+    @task
+    def hold() -> None:
+        gate.wait(10)
+
+    @flow(task_runner=ThreadPoolTaskRunner(1))
+    def interrupted() -> None:
+        for _ in range(5):
+            hold.submit()
+        threading.Timer(0.3, gate.set).start()  # releases the one running task run
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupted()
+    trs = store.read_task_runs(TaskRunFilter())
+    assert len(trs) == 5
+    cancelled = [t for t in trs if t.state is not None and t.state.type is StateType.CANCELLED]
+    assert len(cancelled) >= 4  # the queued ones never started
+    run = store.read_flow_runs()[0]
+    assert run.state is not None and run.state.type is StateType.CANCELLED
