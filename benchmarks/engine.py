@@ -403,7 +403,9 @@ def report(raw: dict[str, Any]) -> str:
         "# Engine benchmarks: nbflow vs Prefect 3 vs plain Python",
         "",
         f"{m['date']}, Python {m['python']}, {m['cpus']} CPUs, load average at start "
-        f"{', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}. "
+        f"{', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}"
+        f" (at end {', '.join(f'{x:.2f}' for x in m.get('load_average_at_end', []))}); "
+        f"took {raw.get('elapsed_seconds', 0):.0f} s. "
         f"Median of {s['reps']} after a warm-up (see benchmarks/README.md for each workload). "
         "The floor is plain Python: a function call, a thread-pool submit, `python -c pass`.",
         "",
@@ -452,6 +454,7 @@ def main() -> int:
     started = time.perf_counter()
     raw = run_all(args)
     raw["elapsed_seconds"] = time.perf_counter() - started
+    raw["machine"]["load_average_at_end"] = list(os.getloadavg())
     text = report(raw)
     (RESULTS / "engine.json").write_text(json.dumps(raw, indent=2))
     (RESULTS / "engine.md").write_text(text)
