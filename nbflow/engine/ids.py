@@ -21,13 +21,14 @@ _VERSION_MASK = ~((0xF000 << 64) | (0xC000 << 48))
 _VERSION_BITS = (0x4000 << 64) | (0x8000 << 48)
 _new = object.__new__
 _setattr = object.__setattr__
+_UNKNOWN = uuid.SafeUUID.unknown
 
 
 def fast_uuid4() -> uuid.UUID:
     """Return a random (version 4) UUID."""
     value = _new(uuid.UUID)
     _setattr(value, "int", (_random.getrandbits(128) & _VERSION_MASK) | _VERSION_BITS)
-    _setattr(value, "is_safe", uuid.SafeUUID.unknown)
+    _setattr(value, "is_safe", _UNKNOWN)
     return value
 
 
@@ -51,7 +52,8 @@ def fast_model(cls: type[M], template: M, fields: dict[str, Any]) -> M:
     values.update(fields)
     model = _new(cls)
     _setattr(model, "__dict__", values)
-    _setattr(model, "__pydantic_fields_set__", set(fields))
+    # Every field counts as set, so ``model_dump(exclude_unset=True)`` keeps them all.
+    _setattr(model, "__pydantic_fields_set__", set(values))
     _setattr(model, "__pydantic_extra__", None)
     _setattr(model, "__pydantic_private__", None)
     return model

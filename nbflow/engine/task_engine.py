@@ -44,6 +44,18 @@ log = logging.getLogger("nbflow.engine.task_engine")
 
 
 _STATE_TEMPLATE = State(type=StateType.PENDING)
+#: Whether State has exactly the fields built below (else fall back to the template).
+_STATE_FIELDS_KNOWN = set(State.model_fields) == {
+    "id",
+    "type",
+    "name",
+    "timestamp",
+    "message",
+    "scheduled_time",
+    "data",
+}
+_new = object.__new__
+_setattr = object.__setattr__
 
 
 def fast_state(
@@ -54,6 +66,22 @@ def fast_state(
     data: dict[str, Any] | None = None,
 ) -> State:
     """Build a :class:`State` without validation (the engine's hot path; inputs are trusted)."""
+    if _STATE_FIELDS_KNOWN:
+        state = _new(State)
+        values = {
+            "id": fast_uuid4(),
+            "type": type_,
+            "name": name,
+            "timestamp": now(),
+            "message": message,
+            "scheduled_time": scheduled_time,
+            "data": data if data is not None else {},
+        }
+        _setattr(state, "__dict__", values)
+        _setattr(state, "__pydantic_fields_set__", set(values))
+        _setattr(state, "__pydantic_extra__", None)
+        _setattr(state, "__pydantic_private__", None)
+        return state
     return fast_model(
         State,
         _STATE_TEMPLATE,
