@@ -60,8 +60,10 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
+            if value.tzinfo is not UTC:
+                value = _to_utc(value)
             # "YYYY-MM-DD HH:MM:SS.ffffff", SQLAlchemy's SQLite format, minus the offset.
-            return _to_utc(value).isoformat(" ", "microseconds")[:26]
+            return value.isoformat(" ", "microseconds")[:26]
 
         return process
 
