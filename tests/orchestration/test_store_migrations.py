@@ -140,3 +140,36 @@ def test_a_forked_child_uses_its_own_connections(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert [f.name for f in store.read_flows()] == ["child", "parent"]
     store.close()
+
+
+def test_run_with_retry_outlasts_a_held_write_lock(tmp_path: Path) -> None:
+    import sqlite3
+
+    from nbflow.orchestration.store.database import is_retryable, run_with_retry
+
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    # A writer that does not wait at all, so the held lock surfaces as an error.
+    impatient = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0})
+    attempts: list[int] = []
+
+    def write() -> None:
+        attempts.append(1)
+        if len(attempts) == 2:
+            holder.execute("COMMIT")  # the other writer finishes while we back off
+        with impatient.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+
+    try:
+        run_with_retry(write)
+        assert len(attempts) == 2  # the first attempt met the lock
+    finally:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
+        impatient.dispose()
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*) FROM t").fetchone() == (1,)
+    assert not is_retryable(ValueError("database is locked"))
