@@ -19,7 +19,9 @@ from nbflow.client.embedded import EmbeddedClient
 from nbflow.settings import get_settings
 from nbflow_server.events import EventBus
 from nbflow_server.handlers import API_PREFIX, ROUTES
+from nbflow_server.handlers.base import flow_run_event
 from nbflow_server.services import Service, ServiceGroup
+from nbflow_server.services.scheduler import SchedulerService
 from nbflow_server.tokens import RunTokenSigner, load_or_create_secret
 
 __all__ = ["NbflowApp"]
@@ -82,6 +84,16 @@ class NbflowApp(ExtensionApp):
         help="Most flow runs the dispatcher lets run at once across all deployments (None: no limit).",
     ).tag(config=True)
 
+    schedule_ahead_seconds = Float(
+        3600.0,
+        help="How far ahead (seconds) the scheduler creates the Scheduled runs of schedules.",
+    ).tag(config=True)
+
+    max_scheduled_runs = Integer(
+        100,
+        help="Most runs the scheduler creates ahead per deployment in one pass.",
+    ).tag(config=True)
+
     late_after_seconds = Float(
         15.0,
         help="A Scheduled run not started this many seconds after its time is marked Late.",
@@ -109,12 +121,13 @@ class NbflowApp(ExtensionApp):
             )
         return value
 
-    @validate("global_concurrency_limit")
+    @validate("global_concurrency_limit", "max_scheduled_runs")
     def _limit(self, proposal: Any) -> int | None:
         value = proposal["value"]
         if value is not None and value < 1:
             raise TraitError(
-                f"NbflowApp.global_concurrency_limit={value!r}: must be at least 1, or None for no limit"
+                f"NbflowApp.{proposal['trait'].name}={value!r}: must be at least 1"
+                + (", or None for no limit" if proposal["trait"].allow_none else "")
             )
         return value  # type: ignore[no-any-return]
 
@@ -123,6 +136,7 @@ class NbflowApp(ExtensionApp):
     signer: RunTokenSigner
     event_bus: EventBus
     services: ServiceGroup
+    scheduler: SchedulerService | None = None
 
     def initialize_settings(self) -> None:
         """Open the store, load the token secret and prepare the services."""
@@ -133,8 +147,21 @@ class NbflowApp(ExtensionApp):
         self.log.info("nbflow: store %s", _redact(self.db_url))
 
     def _make_services(self) -> list[Service]:
-        # The scheduler, dispatcher and monitors register here as they are built.
-        return []
+        # The dispatcher and monitors register here as they are built.
+        self.scheduler = SchedulerService(
+            self.client,
+            interval=self.scheduler_interval,
+            horizon=self.schedule_ahead_seconds,
+            max_runs=self.max_scheduled_runs,
+            runner_defaults=self.runner_defaults,
+            on_created=lambda run: self.event_bus.publish(flow_run_event(run)),
+        )
+        return [self.scheduler]
+
+    def wake_scheduler(self) -> None:
+        """Make the scheduler pass now (after a deployment or its schedules changed)."""
+        if self.scheduler is not None:
+            self.scheduler.wake()
 
     #: The route table served (the OpenAPI document is built from it).
     routes = ROUTES

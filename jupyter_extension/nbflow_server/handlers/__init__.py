@@ -10,6 +10,7 @@ from nbflow_server.handlers import (
     flows,
     logs,
     openapi,
+    panel,
     task_runs,
 )
 from nbflow_server.handlers.routes import API_PREFIX, ID, Route
@@ -38,4 +39,6 @@ ROUTES: list[Route] = [
     Route("/artifacts", artifacts.ArtifactsHandler),
     Route("/events", events.EventsHandler),
     Route("/openapi.json", openapi.OpenAPIHandler),
+    Route("/schedules/preview", panel.SchedulePreviewHandler),
+    Route("/notebook_parameters", panel.NotebookParametersHandler),
 ]

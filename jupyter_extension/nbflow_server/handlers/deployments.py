@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import nbformat
 from jupyter_core.utils import ensure_async
 
 from nbflow.exceptions import ValidationError
-from nbflow.schemas import Deployment, DeploymentCreate, FlowRun, FlowRunCreate
-from nbflow.states import Scheduled
+from nbflow.schemas import Deployment, DeploymentCreate, FlowRun, FlowRunCreate, FlowRunFilter
+from nbflow.states import Scheduled, StateType
 from nbflow_server.handlers.base import NbflowHandler, RunAccess, endpoint, flow_run_event
 from nbflow_server.handlers.models import (
     DeploymentList,
@@ -18,6 +19,7 @@ from nbflow_server.handlers.models import (
     RunDeploymentRequest,
 )
 from nbflow_server.paths import confine_path
+from nbflow_server.services.scheduler import SCHEDULED_KEY_PREFIX, check_schedule
 
 __all__ = ["DeploymentHandler", "DeploymentRunsHandler", "DeploymentsHandler"]
 
@@ -61,6 +63,8 @@ class DeploymentsHandler(NbflowHandler):
     )
     async def post(self) -> None:
         create = self.parse_body(DeploymentCreate)
+        for i, schedule in enumerate(create.schedules):
+            check_schedule(schedule, f"body.schedules.{i}")
         changes: dict[str, Any] = {}
         if create.notebook_path is not None:
             changes["notebook_path"] = confine_path(
@@ -84,6 +88,7 @@ class DeploymentsHandler(NbflowHandler):
             self.client.create_deployment, create.model_copy(update=changes)
         )
         self.publish({"type": "deployment", "deployment": deployment.model_dump(mode="json")})
+        self.nbflow.wake_scheduler()
         self.write_model(deployment, status=201)
 
     async def _read_notebook(self, path: str) -> dict[str, Any]:
@@ -122,10 +127,24 @@ class DeploymentHandler(NbflowHandler):
     async def patch(self, deployment_id: str) -> None:
         did = self.parse_uuid("deployment_id", deployment_id)
         update = self.parse_body(DeploymentUpdate)
+        for i, schedule in enumerate(update.schedules or []):
+            check_schedule(schedule, f"body.schedules.{i}")
         changes = {name: getattr(update, name) for name in update.model_fields_set}
         deployment = await self.call(self.client.update_deployment, did, **changes)
+        if "schedules" in changes or deployment.paused:
+            # Runs created for the old schedules (or while it is paused) must not start.
+            await self.call(self._drop_auto_scheduled, did)
         self.publish({"type": "deployment", "deployment": deployment.model_dump(mode="json")})
+        self.nbflow.wake_scheduler()
         self.write_model(deployment)
+
+    def _drop_auto_scheduled(self, deployment_id: UUID) -> None:
+        flt = FlowRunFilter(
+            deployment_ids=[deployment_id], state_types=[StateType.SCHEDULED], limit=1000
+        )
+        for run in self.client.read_flow_runs(flt):
+            if (run.idempotency_key or "").startswith(SCHEDULED_KEY_PREFIX):
+                self.client.delete_flow_run(run.id)
 
     @endpoint("write", "Delete a deployment and its future scheduled runs", status=204)
     async def delete(self, deployment_id: str) -> None:
