@@ -49,6 +49,7 @@ def test_cancel_button_between_cells_cancels_the_run(shell: tuple[Any, EmbeddedC
     # the next task cell starts a fresh run
     ip.run_cell("%%task second\nb = a + 1")
     assert ip.user_ns["b"] == 3
+    ip.run_line_magic("nbflow", "finish")  # flushes the recorder: task runs are in the store
     runs = client.read_flow_runs(FlowRunFilter(flow_names=["buttons"]))
     assert len(runs) == 2
     new = next(r for r in runs if r.id != run_id)
