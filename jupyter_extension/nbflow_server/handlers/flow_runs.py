@@ -225,8 +225,10 @@ class FlowRunOutputHandler(NbflowHandler):
         self.finish(json.dumps(notebook))
 
     def _allowed_dirs(self) -> list[Path]:
-        dirs = [Path(self.serverapp.root_dir).resolve()]
-        results = get_settings().results_url
+        settings = get_settings()
+        # The server root, where `nbflow execute` writes outputs, and the local results.
+        dirs = [Path(self.serverapp.root_dir).resolve(), (settings.home / "outputs").resolve()]
+        results = settings.results_url
         if "://" not in results or results.startswith("file://"):
             dirs.append(Path(results.removeprefix("file://")).resolve())
         return dirs
