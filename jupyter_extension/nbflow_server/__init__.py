@@ -17,3 +17,8 @@ __all__ = ["NbflowApp"]
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     """Tell jupyter_server where the extension's app lives."""
     return [{"module": "nbflow_server", "app": NbflowApp}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Tell JupyterLab where the built side panel (labextension) lives."""
+    return [{"src": "labextension", "dest": "nbflow-labextension"}]

@@ -18,6 +18,7 @@ from nbflow_server.handlers.models import (
     DeploymentUpdate,
     RunDeploymentRequest,
 )
+from nbflow_server.parameters import check_parameters
 from nbflow_server.paths import confine_path
 from nbflow_server.services.scheduler import SCHEDULED_KEY_PREFIX, check_schedule
 
@@ -83,7 +84,14 @@ class DeploymentsHandler(NbflowHandler):
             )
         if "runner" not in create.model_fields_set:
             changes["runner"] = self.nbflow.default_runner
-        await self.call(self.client.read_flow, create.flow_id)
+        flow = await self.call(self.client.read_flow, create.flow_id)
+        check_parameters(
+            flow.parameters_schema,
+            create.parameters,
+            field="body.parameters",
+            flow_name=flow.name,
+            partial=True,
+        )
         deployment = await self.call(
             self.client.create_deployment, create.model_copy(update=changes)
         )
@@ -130,6 +138,16 @@ class DeploymentHandler(NbflowHandler):
         for i, schedule in enumerate(update.schedules or []):
             check_schedule(schedule, f"body.schedules.{i}")
         changes = {name: getattr(update, name) for name in update.model_fields_set}
+        if update.parameters is not None:
+            current = await self.call(self.client.read_deployment, did)
+            flow = await self.call(self.client.read_flow, current.flow_id)
+            check_parameters(
+                flow.parameters_schema,
+                update.parameters,
+                field="body.parameters",
+                flow_name=flow.name,
+                partial=True,
+            )
         deployment = await self.call(self.client.update_deployment, did, **changes)
         if "schedules" in changes or deployment.paused:
             # Runs created for the old schedules (or while it is paused) must not start.
@@ -167,12 +185,17 @@ class DeploymentRunsHandler(NbflowHandler):
         did = self.parse_uuid("deployment_id", deployment_id)
         request = self.parse_body(RunDeploymentRequest)
         deployment = await self.call(self.client.read_deployment, did)
+        flow = await self.call(self.client.read_flow, deployment.flow_id)
+        parameters = {**deployment.parameters, **request.parameters}
+        check_parameters(
+            flow.parameters_schema, parameters, field="body.parameters", flow_name=flow.name
+        )
         defaults = self.nbflow.runner_defaults.get(deployment.runner, {})
         create = FlowRunCreate(
             flow_id=deployment.flow_id,
             deployment_id=deployment.id,
             name=request.name,
-            parameters={**deployment.parameters, **request.parameters},
+            parameters=parameters,
             job_variables={**defaults, **deployment.job_variables, **request.job_variables},
             runner=deployment.runner,
             tags=[*deployment.tags, *request.tags],

@@ -32,6 +32,7 @@ from nbflow_server.handlers.models import (
     SetStateRequest,
     StateList,
 )
+from nbflow_server.parameters import check_parameters
 from nbflow_server.paths import confine_path
 
 __all__ = [
@@ -74,6 +75,14 @@ class FlowRunsHandler(NbflowHandler):
                 self.serverapp.root_dir, create.notebook_path, field="body.notebook_path"
             )
             create = create.model_copy(update={"notebook_path": path})
+        flow = await self.call(self.client.read_flow, create.flow_id)
+        check_parameters(
+            flow.parameters_schema, create.parameters, field="body.parameters", flow_name=flow.name
+        )
+        if create.mode == "batch" and create.runner is None:
+            runner = self.nbflow.default_runner
+            job_variables = {**self.nbflow.runner_defaults.get(runner, {}), **create.job_variables}
+            create = create.model_copy(update={"runner": runner, "job_variables": job_variables})
         run = await self.call(self.client.create_flow_run, create)
         if run.state is not None:
             self.publish(flow_run_event(run))
