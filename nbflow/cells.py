@@ -64,6 +64,8 @@ class CellAnalysis:
     deleted: tuple[str, ...] = ()
     normalized_source: str = ""
     star_import: bool = False
+    #: The outputs bound by ``import`` statements (modules, imported names).
+    imported: tuple[str, ...] = ()
 
 
 def _parse(source: str) -> ast.Module:
@@ -100,6 +102,7 @@ def analyze_cell(source: str, transform: Callable[[str], str] | None = None) -> 
         deleted=tuple(n for n in walker.deleted if n not in outputs),
         normalized_source=ast.unparse(tree),
         star_import=walker.star_import,
+        imported=tuple(n for n in walker.imported if n in outputs),
     )
 
 
@@ -255,6 +258,7 @@ class _ModuleWalker:
         self.bound: set[str] = set()
         self.ever_bound: set[str] = set()
         self.deferred_reads: dict[str, None] = {}
+        self.imported: dict[str, None] = {}
         self.star_import = False
 
     # -- primitives
@@ -329,7 +333,9 @@ class _ModuleWalker:
                 if alias.name == "*":
                     self.star_import = True
                 else:
-                    self.bind(alias.asname or alias.name.split(".")[0])
+                    name = alias.asname or alias.name.split(".")[0]
+                    self.bind(name)
+                    self.imported.setdefault(name, None)
         elif isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef):
             self.definition_reads(s)
             self.bind(s.name)

@@ -294,12 +294,11 @@ class NotebookSession:
             self.task_names[spec.name] = spec.name
             return spec.name, spec.name
         cell_id = self.cell_id
-        if analysis.outputs:
-            name = (
-                "cell:"
-                + ",".join(analysis.outputs[:3])
-                + ("..." if len(analysis.outputs) > 3 else "")
-            )
+        shown = [n for n in analysis.outputs if n not in analysis.imported] or list(
+            analysis.outputs
+        )
+        if shown:
+            name = "cell:" + ",".join(shown[:3]) + ("..." if len(shown) > 3 else "")
         else:
             self._anonymous += 1
             name = f"cell-{self._anonymous}"

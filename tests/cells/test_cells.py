@@ -202,6 +202,12 @@ def test_star_import_is_flagged() -> None:
     assert not analyze_cell("from os import path").star_import
 
 
+def test_imported_outputs_are_listed() -> None:
+    result = analyze_cell("import os\nfrom math import pi as p\nx = p")
+    assert result.imported == ("os", "p")
+    assert result.outputs == ("os", "p", "x")
+
+
 def test_inputs_keep_order_of_first_use() -> None:
     assert analyze_cell("z = c + a + b + a").inputs == ("c", "a", "b")
 

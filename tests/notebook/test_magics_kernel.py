@@ -274,6 +274,4 @@ def test_top_level_await_and_nbflow_commands(kernel: KernelRunner) -> None:
     nb.cells.append(nbformat.v4.new_code_cell(f"%nbflow show {prefix}"))
     nbformat.write(nb, path)
     nb = kernel.run(path)
-    assert "cell:asyncio,z" in outputs_text(nb.cells[5]) and "Completed" in outputs_text(
-        nb.cells[5]
-    )
+    assert "cell:z" in outputs_text(nb.cells[5]) and "Completed" in outputs_text(nb.cells[5])
