@@ -26,6 +26,7 @@ __all__ = ["bulk_execute"]
 @dataclass(frozen=True)
 class _Plan:
     sql: str
+    keys: tuple[str, ...]
     #: Parameter names in the order the SQL wants them (positional drivers).
     names: tuple[str, ...]
     processors: Mapping[str, Callable[[Any], Any]]
@@ -52,27 +53,22 @@ def bulk_execute(
         return
     plan = _plan(stmt, table, conn.dialect, tuple(data[0]), serialized)
     procs = plan.processors
+    # Column by column: one comprehension per column beats a Python loop per row.
+    columns: dict[str, list[Any]] = {}
+    for key in plan.keys:
+        values = [row[key] for row in data]
+        proc = procs.get(key)
+        if proc is not None:  # every processor maps None to NULL (JSON is pre-serialized)
+            values = [None if v is None else proc(v) for v in values]
+        columns[key] = values
     params: Any
     if plan.columnar:
-        params = {}
-        for key in plan.names:
-            values = [row[key] for row in data]
-            proc = procs.get(key)
-            if proc is not None:
-                values = [None if v is None else proc(v) for v in values]
-            params[key] = values
+        params = columns
     elif plan.positional:
-        indexed = [(i, procs[n]) for i, n in enumerate(plan.names) if n in procs]
-        params = []
-        for row in data:
-            values = [row[n] for n in plan.names]
-            for i, proc in indexed:
-                value = values[i]
-                if value is not None:  # every processor maps None to NULL (JSON excluded)
-                    values[i] = proc(value)
-            params.append(tuple(values))
+        params = list(zip(*(columns[n] for n in plan.names), strict=True))
     else:
-        params = [{k: (procs[k](v) if k in procs else v) for k, v in row.items()} for row in data]
+        rows = zip(*columns.values(), strict=True)
+        params = [dict(zip(plan.keys, values, strict=True)) for values in rows]
     conn.exec_driver_sql(plan.sql, params)
 
 
@@ -95,11 +91,10 @@ def _plan(
         if key not in serialized and (proc := _bind_processor(table.c[key].type, dialect))
     }
     if dialect.name == "postgresql":
-        return _Plan(
-            _unnest_sql(compiled.string, table, keys, dialect), keys, processors, False, True
-        )
+        sql = _unnest_sql(compiled.string, table, keys, dialect)
+        return _Plan(sql, keys, keys, processors, False, True)
     names = tuple(compiled.positiontup or ()) if compiled.positional else keys
-    return _Plan(compiled.string, names, processors, compiled.positional, False)
+    return _Plan(compiled.string, keys, names, processors, compiled.positional, False)
 
 
 def _bind_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
