@@ -204,7 +204,11 @@ def handle(args: argparse.Namespace) -> int:
     )
     extra: dict[str, Any] = {}
     if pooled:  # one pre-started executor per slot, each used for exactly one run
-        extra = {"prestart": max(1, args.max_concurrency), "output": _discard}
+        extra = {
+            "prestart": max(1, min(args.max_concurrency, len(combinations))),
+            "prestart_total": len(combinations),
+            "output": _discard,
+        }
     client = get_client()
     runner = make_runner(args.runner, client, **extra)
     try:

@@ -86,7 +86,11 @@ def handle(args: argparse.Namespace) -> int:
     run_text = args.run_id
     if args.standby:
         _skip_slow_format_checkers()
-        import nbflow.execution  # noqa: F401  (load everything before the run arrives)
+        import nbflow.execution
+        from nbflow.settings import get_settings
+
+        if not get_settings().uses_server:
+            import nbflow.client.embedded  # noqa: F401  (SQLAlchemy: the bulk of the rest)
 
         job = _read_standby_job()
         if job is None:

@@ -80,6 +80,7 @@ class SubprocessRunner(Runner):
         output: Callable[[str], None] | None = None,
         prestart: int = 0,
         replenish: bool = True,
+        prestart_total: int | None = None,
         **kwargs: Any,
     ) -> None:
         """Create the runner.
@@ -88,7 +89,8 @@ class SubprocessRunner(Runner):
         keeps that many executors started ahead of time (``nbflow execute --standby``:
         imports done, kernel booted); each takes exactly one run and is replaced at once,
         so a kernel is never reused (``replenish=False``: not replaced, for a one-run
-        command).  Runs that choose an interpreter never use the pool.
+        command; ``prestart_total``: start at most that many in all, for a batch of known
+        size).  Runs that choose an interpreter never use the pool.
         """
         super().__init__(**kwargs)
         self._output = output
@@ -96,6 +98,7 @@ class SubprocessRunner(Runner):
         self._processes: dict[str, _Process] = {}
         self._prestart = prestart
         self._replenish = replenish
+        self._budget = prestart_total
         self._standby: deque[subprocess.Popen[bytes]] = deque()
         self._closed = False
         for _ in range(prestart):
@@ -104,6 +107,11 @@ class SubprocessRunner(Runner):
     # -- the pool of pre-started executors -------------------------------------------
     def _spawn_standby(self) -> None:
         """Start one ``nbflow execute --standby`` waiting for its run on stdin."""
+        with self._lock:
+            if self._budget is not None:
+                if self._budget <= 0:
+                    return
+                self._budget -= 1
         pipe = subprocess.PIPE if self._output is not None else None
         popen = subprocess.Popen(
             [sys.executable, "-m", "nbflow", "execute", "--standby"],
