@@ -29,18 +29,35 @@ fi
 
 stop_pidfile "$RUN/kubelet.pid" kubelet 20
 
-# The pods' containers outlive the kubelet; remove those of pods this kubelet ran.
-if [[ -d $STATE_DIR/kubelet/pods ]] && docker -H "unix://$DOCKER_SOCK" version >/dev/null 2>&1; then
+# The pods' containers outlive the kubelet. Remove those this kubelet made: the sandboxes
+# dockershim checkpointed in its root dir (plus their app containers) and the containers of
+# the pods still in the kubelet's root dir. Containers of other kubelets are not touched.
+remove_containers() {
+  local ids
+  ids=$(docker -H "unix://$DOCKER_SOCK" ps -aq "$@")
+  [[ -z $ids ]] && return 0
+  # shellcheck disable=SC2086
+  docker -H "unix://$DOCKER_SOCK" rm -f $ids >/dev/null || true
+}
+if docker -H "unix://$DOCKER_SOCK" version >/dev/null 2>&1; then
+  n=0
+  for f in "$STATE_DIR"/dockershim/sandbox/*; do
+    [[ -f $f ]] || continue
+    sid=$(basename "$f")
+    remove_containers --filter "label=io.kubernetes.sandbox.id=$sid"
+    remove_containers --filter "id=$sid"
+    rm -f "$f"
+    n=$((n + 1))
+  done
   for poddir in "$STATE_DIR"/kubelet/pods/*/; do
     [[ -d $poddir ]] || continue
-    uid=$(basename "$poddir")
-    ids=$(docker -H "unix://$DOCKER_SOCK" ps -aq --filter "label=io.kubernetes.pod.uid=$uid")
-    if [[ -n $ids ]]; then
-      log "removing containers of pod $uid"
-      # shellcheck disable=SC2086
-      docker -H "unix://$DOCKER_SOCK" rm -f $ids >/dev/null || true
-    fi
+    remove_containers --filter "label=io.kubernetes.pod.uid=$(basename "$poddir")"
+    n=$((n + 1))
   done
+  ((n == 0)) || log "removed the containers of $n pod sandboxes/pods"
+elif compgen -G "$STATE_DIR/dockershim/sandbox/*" >/dev/null; then
+  log "WARNING: no Docker daemon answers on $DOCKER_SOCK; pod containers were not removed" \
+    "(run this script again while the daemon runs)"
 fi
 
 for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do

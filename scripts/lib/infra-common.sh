@@ -74,6 +74,12 @@ apt_install_missing() {
   ((${#missing[@]} == 0)) && return 0
   [[ $(id -u) == 0 ]] || die "missing packages ${missing[*]} and not root; install them and rerun"
   log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  # Our scripts may run in parallel (k8s-up.sh --build-only & docker-up.sh): serialize their
+  # apt calls with flock, and wait for anyone else's dpkg lock instead of failing.
+  local apt=(apt-get -o DPkg::Lock::Timeout=300 -qq)
+  (
+    flock -w 600 9 || die "waited 600s for /var/lock/nbflow-apt.lock"
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" update
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >&2
+  ) 9>/var/lock/nbflow-apt.lock
 }
