@@ -7,7 +7,7 @@
 # Usage: scripts/docker-down.sh [--purge]
 set -euo pipefail
 
-# shellcheck source=lib/infra-common.sh
+# shellcheck source-path=SCRIPTDIR source=lib/infra-common.sh
 source "$(dirname "$(readlink -f "$0")")/lib/infra-common.sh"
 NBFLOW_LOG_TAG=docker-down
 

@@ -12,7 +12,7 @@
 # Environment: NBFLOW_BASE_IMAGE, NBFLOW_TEST_IMAGE override the two tags.
 set -euo pipefail
 
-# shellcheck source=lib/infra-common.sh
+# shellcheck source-path=SCRIPTDIR source=lib/infra-common.sh
 source "$(dirname "$(readlink -f "$0")")/lib/infra-common.sh"
 NBFLOW_LOG_TAG=docker-images
 

@@ -15,7 +15,7 @@
 # See docs/infrastructure.md.
 set -euo pipefail
 
-# shellcheck source=lib/infra-common.sh
+# shellcheck source-path=SCRIPTDIR source=lib/infra-common.sh
 source "$(dirname "$(readlink -f "$0")")/lib/infra-common.sh"
 NBFLOW_LOG_TAG=docker-up
 
