@@ -96,6 +96,12 @@ async def test_deploy_uploaded_notebook_pause_resume_run_delete(api: Api) -> Non
     assert resumed["paused"] is False and resumed["parameters"] == {"a": 1, "b": 2}
     status, body = await api("PATCH", "deployments", dep["id"], body={"pasued": True})
     assert status == 400 and body["errors"][0]["field"] == "body.pasued"
+    status, body = await api("PATCH", "deployments", dep["id"], body={"paused": None})
+    assert status == 400 and body["errors"][0]["field"] == "body.paused"
+    status, cleared = await api(
+        "PATCH", "deployments", dep["id"], body={"concurrency_limit": None, "description": "x"}
+    )
+    assert status == 200 and cleared["concurrency_limit"] is None and cleared["description"] == "x"
 
     status, run = await api(
         "POST", "deployments", dep["id"], "runs", body={"parameters": {"b": 3}, "tags": ["now"]}

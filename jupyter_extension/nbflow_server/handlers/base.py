@@ -272,6 +272,16 @@ class NbflowHandler(ExtensionHandlerMixin, APIHandler):
         except pydantic.ValidationError as exc:
             raise _map_error(exc, "query") from exc  # type: ignore[misc]
 
+    def changes_of(self, update: pydantic.BaseModel, *, nullable: set[str]) -> dict[str, Any]:
+        """Return the fields a partial update sets; null only where ``nullable`` allows."""
+        changes = {name: getattr(update, name) for name in update.model_fields_set}
+        for name, value in changes.items():
+            if value is None and name not in nullable:
+                raise ValidationError(
+                    f"body.{name}", None, "cannot be null", "leave the field out to keep it"
+                )
+        return changes
+
     # -- responses ---------------------------------------------------------------------
     def write_model(self, model: pydantic.BaseModel, status: int = 200) -> None:
         """Finish with ``model`` as JSON."""

@@ -137,7 +137,7 @@ class DeploymentHandler(NbflowHandler):
         update = self.parse_body(DeploymentUpdate)
         for i, schedule in enumerate(update.schedules or []):
             check_schedule(schedule, f"body.schedules.{i}")
-        changes = {name: getattr(update, name) for name in update.model_fields_set}
+        changes = self.changes_of(update, nullable={"concurrency_limit", "description"})
         if update.parameters is not None:
             current = await self.call(self.client.read_deployment, did)
             flow = await self.call(self.client.read_flow, current.flow_id)

@@ -107,7 +107,7 @@ class FlowRunHandler(NbflowHandler):
     async def patch(self, flow_run_id: str) -> None:
         rid = self.parse_uuid("flow_run_id", flow_run_id)
         update = self.parse_body(FlowRunUpdate)
-        changes = {name: getattr(update, name) for name in update.model_fields_set}
+        changes = self.changes_of(update, nullable={"infrastructure_id", "output_path"})
         self.write_model(await self.call(self.client.update_flow_run, rid, **changes))
 
     @endpoint("write", "Delete a flow run with its task runs, logs and artifacts", status=204)
