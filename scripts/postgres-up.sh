@@ -85,8 +85,12 @@ fi
 
 if ! as_pg "$BINDIR/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-  as_pg "$BINDIR/pg_ctl" -D "$DATA" -l "$PG_DIR/server.log" -w -t 60 \
-    -o "-h 127.0.0.1 -p $PG_PORT -k $PG_DIR -c max_connections=200 -c fsync=off" start >/dev/null
+  if ! as_pg "$BINDIR/pg_ctl" -D "$DATA" -l "$PG_DIR/server.log" -w -t 60 \
+    -o "-h 127.0.0.1 -p $PG_PORT -k $PG_DIR -c max_connections=200 -c fsync=off" start >/dev/null; then
+    tail -n 5 "$PG_DIR/server.log" >&2 || true
+    log "could not start PostgreSQL on port $PG_PORT (in use? set NBFLOW_PG_PORT to a free port)"
+    exit 1
+  fi
 fi
 
 ADMIN="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
