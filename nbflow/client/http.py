@@ -57,7 +57,10 @@ _artifacts = TypeAdapter(list[Artifact])
 
 
 class APIError(NbflowError):
-    """The server refused a request for a reason with no nbflow exception (403, 5xx, ...)."""
+    """The server refused a request for a reason with no nbflow exception (403, 5xx, ...).
+
+    ``status_code`` is 0 when the server could not be reached at all.
+    """
 
     def __init__(self, status_code: int, method: str, url: str, message: str) -> None:
         self.status_code, self.method, self.url, self.message = status_code, method, url, message
@@ -121,12 +124,21 @@ class HTTPClient(Client):
         key: Any = None,
     ) -> Any:
         """Send one request; return the decoded JSON (None for 204) or raise the mapped error."""
-        response = self._http.request(
-            method,
-            path.lstrip("/"),
-            json=to_jsonable_python(json) if json is not None else None,
-            params=params,
-        )
+        try:
+            response = self._http.request(
+                method,
+                path.lstrip("/"),
+                json=to_jsonable_python(json) if json is not None else None,
+                params=params,
+            )
+        except httpx.TransportError as exc:
+            raise APIError(
+                0,
+                method,
+                f"{self.api_url}/{path.lstrip('/')}",
+                f"cannot reach the nbflow server ({type(exc).__name__}: {exc}); is it running "
+                "and is NBFLOW_API_URL right?",
+            ) from exc
         if response.status_code < 400:
             return response.json() if response.content else None
         try:

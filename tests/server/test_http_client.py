@@ -211,6 +211,18 @@ async def test_http_client_errors(http_client: HTTPClient, nbflow_app: NbflowApp
     assert seen == ["400 body.name", "403 True"]
 
 
+def test_unreachable_server_is_an_nbflow_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with HTTPClient(f"http://127.0.0.1:{port}/nbflow/api/v1", retries=0) as client:
+        with pytest.raises(APIError) as err:
+            client.read_flows()
+    assert err.value.status_code == 0 and "cannot reach" in str(err.value)
+
+
 def test_http_client_needs_an_http_url() -> None:
     with pytest.raises(ValidationError, match="api_url"):
         HTTPClient("localhost:8888")
