@@ -98,47 +98,65 @@ class ThreadPoolTaskRunner(TaskRunner):
         self._queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._idle = 0
+        self._closing = False
         self._lock = threading.Lock()
 
     def duplicate(self) -> ThreadPoolTaskRunner:
         """Return an unstarted runner with the same pool size."""
         return ThreadPoolTaskRunner(self.max_workers)
 
+    def start(self) -> None:
+        """Accept submissions (threads start on demand)."""
+        with self._lock:
+            self._closing = False
+
     def shutdown(self) -> None:
         """Let queued task runs finish, then stop the threads."""
         with self._lock:
+            self._closing = True
             threads, self._threads = self._threads, []
+            self._idle = 0
             for _ in threads:
                 self._queue.put(None)
         for thread in threads:
             thread.join()
 
     def _work(self) -> None:
+        # A thread starts reserved for the item that made it; afterwards it counts as idle
+        # until a submission reserves it again.
         while True:
-            with self._lock:
-                self._idle += 1
             item = self._queue.get()
-            with self._lock:
-                self._idle -= 1
             if item is None:
                 return
             item.run()
+            with self._lock:
+                self._idle += 1
 
     def _submit(self, call: TaskCall) -> OutcomeFuture:
         if call.is_async:
             return loop.submit_coroutine(call.run_async())
         item = _WorkItem(call)
+        thread = None
+        with self._lock:
+            closing = self._closing
+            # Reserve an idle thread for this item, or start one (up to max_workers).
+            if closing:
+                pass
+            elif self._idle > 0:
+                self._idle -= 1
+            elif len(self._threads) < self.max_workers:
+                thread = threading.Thread(
+                    target=self._work, name=f"nbflow-task-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+        if closing:
+            # Shutting down (a dependent run released by its upstream's callback): the
+            # workers are being stopped, so run it in the calling thread.
+            item.run()
+            return item
         self._queue.put(item)
-        if self._idle == 0 and len(self._threads) < self.max_workers:
-            with self._lock:
-                if len(self._threads) < self.max_workers:
-                    thread = threading.Thread(
-                        target=self._work,
-                        name=f"nbflow-task-{len(self._threads)}",
-                        daemon=True,
-                    )
-                    thread.start()
-                    self._threads.append(thread)
+        if thread is not None:
+            thread.start()
         return item
 
 

@@ -332,3 +332,24 @@ def test_flow_timeout(store: EmbeddedClient) -> None:
         slow()
     state = only_run(store).state
     assert state is not None and state.name == "TimedOut" and state.type is StateType.FAILED
+
+
+def test_dependent_released_while_the_flow_finishes(store: EmbeddedClient) -> None:
+    import time
+
+    @task
+    def slow_fail() -> None:
+        time.sleep(0.3)
+        raise ValueError("late")
+
+    @flow
+    def ends_first() -> None:
+        # The body returns while the upstream still runs: its dependent is released
+        # during shutdown and must still be recorded (NotReady), not hang the flow.
+        add.submit(slow_fail.submit(), 1)
+
+    for _ in range(3):
+        with pytest.raises(ValueError, match="late"):
+            ends_first()
+    trs = task_runs(store)
+    assert sorted(t.state.name for t in trs if t.state) == ["Failed"] * 3 + ["NotReady"] * 3
