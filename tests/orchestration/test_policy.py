@@ -105,7 +105,9 @@ def test_not_before_its_time_waits_with_delay() -> None:
     # a claimed (Pending) run that is still early waits too
     assert evaluate(run_in(S.Pending(), expected_start_time=FUTURE), S.Running()).status is WAIT
     # on time: accepted
-    assert evaluate(run_in(S.Scheduled(PAST), expected_start_time=PAST), S.Running()).status is ACCEPT
+    assert (
+        evaluate(run_in(S.Scheduled(PAST), expected_start_time=PAST), S.Running()).status is ACCEPT
+    )
 
 
 def test_force_accepts_anything_with_bookkeeping() -> None:
@@ -140,7 +142,9 @@ def test_bookkeeping_counts_runs_and_run_time() -> None:
     assert "run_count" not in end
 
     # a retry: AwaitingRetry clears end_time, the next Running counts a second run and keeps start_time
-    failed_run = run_in(S.Failed(), run_count=1, start_time=t0, end_time=done.timestamp, total_run_time=2.5)
+    failed_run = run_in(
+        S.Failed(), run_count=1, start_time=t0, end_time=done.timestamp, total_run_time=2.5
+    )
     retry = S.AwaitingRetry(now())
     updates = evaluate(failed_run, retry).run_updates
     assert updates["end_time"] is None and updates["expected_start_time"] == retry.scheduled_time
