@@ -458,7 +458,7 @@ def _execute_notebook(
     reporter.close()
     # A graceful shutdown lets the kernel flush its recorder: every task run is in the
     # store before the run's terminal state is.
-    _shutdown(km)
+    _shutdown(km, graceful=_uses_nbflow(prepared))
     _, state = _propose(client, run_id, final)
     return ExecutionResult(code, state, str(out_path) if out_path.exists() else None)
 
@@ -485,10 +485,25 @@ def _configure_kernel(km: Any, env: Mapping[str, str], cwd: str | None, timeout:
         kc.stop_channels()
 
 
-def _shutdown(km: Any) -> None:
+def _uses_nbflow(nb: Any) -> bool:
+    """Whether the notebook loads nbflow in its kernel (then the kernel records task runs)."""
+    return any("nbflow" in c.source or c.source.lstrip().startswith("%%") for c in nb.cells)
+
+
+def _shutdown(km: Any, *, graceful: bool, timeout: float = 10.0) -> None:
+    """Stop the kernel; ``graceful`` lets it exit on its own first (its atexit flushes).
+
+    jupyter_client's own graceful shutdown takes about a second more than the kernel
+    needs, so ask and poll at a short interval, then kill what is left.
+    """
     try:
+        if graceful and km.has_kernel and km.is_alive():
+            km.request_shutdown()
+            deadline = time.monotonic() + timeout
+            while km.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.02)
         if km.has_kernel:
-            km.shutdown_kernel(now=False)
+            km.shutdown_kernel(now=True)
     except Exception:
         logger.warning("the kernel did not shut down cleanly", exc_info=True)
 

@@ -225,8 +225,9 @@ def test_prestarted_executor_runs_a_flow_notebook_once(
             run = create_notebook_run(client, prepare_notebook(path), {"n": n})
             runs.append((run, launch(client, run, runner)))
         for run, infra in runs:
-            assert runner.wait(infra, timeout=240) == 0
+            code = runner.wait(infra, timeout=240)
             final = client.read_flow_run(run.id)
+            assert code == 0, (code, final.state, client.read_logs(run.id).logs[-5:])
             assert final.state is not None and final.state.type is StateType.COMPLETED
             tasks = client.read_task_runs(TaskRunFilter(flow_run_ids=[run.id]))
             assert [t.name for t in tasks] == ["extract", "report"]
