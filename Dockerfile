@@ -31,11 +31,15 @@ RUN set -eu; \
         "hatchling>=1.21" \
         "papermill>=2.6" "ipykernel>=6.29" "nbclient>=0.10" "nbformat>=5.9" "ipywidgets>=8.1" \
         "pydantic>=2.6" "SQLAlchemy>=2.0" "alembic>=1.13" "httpx>=0.27" "croniter>=2" \
-        "anyio>=4" "cloudpickle>=2" \
+        "anyio>=4" "cloudpickle>=2" "hatch-jupyter-builder>=0.5" \
     && python -m ipykernel install --sys-prefix --name python3
 
+# The image runs notebooks, not JupyterLab: build hooks (the labextension's jlpm build) are
+# off, and an unbuilt labextension directory is created empty so the wheel's shared-data
+# mapping still resolves.
 COPY . /src/nbflow
-RUN pip install --no-build-isolation "/src/nbflow[notebook]" \
+RUN mkdir -p /src/nbflow/jupyter_extension/nbflow_server/labextension \
+    && HATCH_BUILD_NO_HOOKS=true pip install --no-build-isolation "/src/nbflow[notebook]" \
     && python -c "import nbflow, papermill"
 
 CMD ["nbflow", "--help"]

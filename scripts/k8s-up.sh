@@ -62,7 +62,7 @@ build_binaries() {
   local orig=kubernetes_${DEB_SRC_VERSION}.orig.tar.gz
   if [[ ! -s $build_root/$orig ]]; then
     log "downloading Debian source package kubernetes $DEB_SRC_VERSION"
-    apt-get "${apto[@]}" update -qq
+    apt-get "${apto[@]}" update -qq >&2
     (cd "$build_root" && apt-get "${apto[@]}" source --download-only kubernetes >&2)
   fi
   local src=$build_root/kubernetes-$K8S_VERSION

@@ -79,7 +79,7 @@ apt_install_missing() {
   local apt=(apt-get -o DPkg::Lock::Timeout=300 -qq)
   (
     flock -w 600 9 || die "waited 600s for /var/lock/nbflow-apt.lock"
-    DEBIAN_FRONTEND=noninteractive "${apt[@]}" update
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" update >&2
     DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >&2
   ) 9>/var/lock/nbflow-apt.lock
 }
