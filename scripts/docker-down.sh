@@ -20,6 +20,7 @@ case ${1:-} in
   *) die "unknown argument '$1'; usage: $0 [--purge]" ;;
 esac
 
+STOPPED=0
 if pid_alive "$MARKER"; then
   pid=$(cat "$MARKER")
   comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
@@ -29,23 +30,27 @@ if pid_alive "$MARKER"; then
   else
     # dockerd stops its containers and its own containerd on SIGTERM.
     stop_pidfile "$MARKER" dockerd 60
+    STOPPED=1
   fi
 else
   log "no dockerd started by docker-up.sh is running; nothing to stop"
   rm -f "$MARKER"
 fi
 
-# Leftovers that belong to our data/exec roots (shims, mounts) are ours too.
-for p in $(pgrep -f -- "$ROOT/" || true); do
-  comm=$(cat "/proc/$p/comm" 2>/dev/null || true)
-  [[ $comm =~ ^(dockerd|containerd|containerd-shim.*|runc|docker-proxy|docker-init)$ ]] || continue
-  log "killing leftover process $p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-120)"
-  kill -KILL "$p" 2>/dev/null || true
-done
-awk -v root="$ROOT/" 'index($2, root) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
-  log "unmounting leftover $m"
-  umount "$m" 2>/dev/null || umount -l "$m" || true
-done
+# After stopping our daemon: orphaned shims/containerd under our exec root and mounts under
+# our data root are ours too. Never touch a dockerd, and nothing while one still uses ROOT.
+if ((STOPPED)) && ! pgrep -x dockerd -a 2>/dev/null | grep -qF -- "$ROOT/"; then
+  for p in $(pgrep -f -- "$ROOT/" || true); do
+    comm=$(cat "/proc/$p/comm" 2>/dev/null || true)
+    [[ $comm =~ ^(containerd|containerd-shim.*|runc|docker-proxy|docker-init)$ ]] || continue
+    log "killing leftover process $p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-120)"
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  awk -v root="$ROOT/" 'index($2, root) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+    log "unmounting leftover $m"
+    umount "$m" 2>/dev/null || umount -l "$m" || true
+  done
+fi
 
 if ((PURGE)); then
   log "deleting $ROOT"
