@@ -143,11 +143,16 @@ def read_flow_cell(nb: dict[str, Any], path: str) -> NotebookParameters:
         runners=list(KNOWN_RUNNERS),
     )
     if flow_cell is not None and flow_cell.name:
-        line = " ".join(["%%flow", *(_quote(a) for a in flow_cell.args)])
+        line = " ".join(shlex.quote(a) for a in flow_cell.args)
         try:
             options = parse_flow_line(line)
         except ValidationError as exc:
-            raise ValidationError(f"%%flow {exc.field}", exc.value, exc.problem, exc.fix) from None
+            raise ValidationError(
+                f"%%flow {exc.field}".replace("%%flow %%flow", "%%flow"),
+                exc.value,
+                exc.problem,
+                exc.fix,
+            ) from None
         info = info.model_copy(
             update={
                 "cron": options.cron,
@@ -158,10 +163,6 @@ def read_flow_cell(nb: dict[str, Any], path: str) -> NotebookParameters:
             }
         )
     return info
-
-
-def _quote(arg: str) -> str:
-    return shlex.quote(arg)
 
 
 class NotebookParametersHandler(NbflowHandler):

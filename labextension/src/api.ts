@@ -1,0 +1,444 @@
+/**
+ * Typed client of the nbflow REST API (`/nbflow/api/v1`).
+ *
+ * It imports nothing from JupyterLab: the transport is a `Fetcher` (in JupyterLab it wraps
+ * `ServerConnection.makeRequest`, which adds the token and the XSRF header; in the unit
+ * tests it is `fetch` against a real Jupyter server).  Errors are `ApiError`s carrying the
+ * server's message and the `{field, problem}` list, so forms can show them in place.
+ */
+
+export const API_PATH = 'nbflow/api/v1';
+
+export type StateType =
+  | 'SCHEDULED'
+  | 'PENDING'
+  | 'RUNNING'
+  | 'COMPLETED'
+  | 'FAILED'
+  | 'CANCELLING'
+  | 'CANCELLED'
+  | 'CRASHED'
+  | 'PAUSED';
+
+export const STATE_TYPES: StateType[] = [
+  'SCHEDULED',
+  'PENDING',
+  'RUNNING',
+  'COMPLETED',
+  'FAILED',
+  'CANCELLING',
+  'CANCELLED',
+  'CRASHED',
+  'PAUSED'
+];
+
+export const TERMINAL_TYPES: ReadonlySet<StateType> = new Set<StateType>([
+  'COMPLETED',
+  'FAILED',
+  'CANCELLED',
+  'CRASHED'
+]);
+
+export interface State {
+  id: string;
+  type: StateType;
+  name: string;
+  timestamp: string;
+  message?: string | null;
+  scheduled_time?: string | null;
+  data?: Record<string, unknown>;
+}
+
+export interface Flow {
+  id: string;
+  name: string;
+  description?: string | null;
+  parameters_schema: ParametersSchema;
+  source?: string | null;
+  tags?: string[];
+}
+
+export interface Schedule {
+  id?: string;
+  cron?: string | null;
+  interval_seconds?: number | null;
+  timezone: string;
+  anchor_date?: string | null;
+  active?: boolean;
+}
+
+export interface Deployment {
+  id: string;
+  flow_id: string;
+  name: string;
+  runner: string;
+  job_variables: Record<string, unknown>;
+  parameters: Record<string, unknown>;
+  schedules: Schedule[];
+  paused: boolean;
+  concurrency_limit?: number | null;
+  notebook_path?: string | null;
+  description?: string | null;
+  tags: string[];
+  created: string;
+  updated: string;
+}
+
+export interface DeploymentCreate {
+  flow_id: string;
+  name: string;
+  runner?: string;
+  job_variables?: Record<string, unknown>;
+  parameters?: Record<string, unknown>;
+  schedules?: Schedule[];
+  paused?: boolean;
+  notebook_path?: string;
+  description?: string;
+  tags?: string[];
+}
+
+export interface FlowRun {
+  id: string;
+  name: string;
+  flow_id: string;
+  flow_name?: string | null;
+  deployment_id?: string | null;
+  parameters: Record<string, unknown>;
+  state?: State | null;
+  run_count: number;
+  start_time?: string | null;
+  end_time?: string | null;
+  total_run_time: number;
+  expected_start_time?: string | null;
+  tags: string[];
+  runner?: string | null;
+  infrastructure_id?: string | null;
+  notebook_path?: string | null;
+  output_path?: string | null;
+  mode: 'python' | 'interactive' | 'batch';
+  created: string;
+  updated: string;
+}
+
+export interface TaskRun {
+  id: string;
+  flow_run_id: string | null;
+  name: string;
+  task_key: string;
+  dynamic_key: number;
+  state?: State | null;
+  run_count: number;
+  start_time?: string | null;
+  end_time?: string | null;
+  total_run_time: number;
+  cache_key?: string | null;
+  upstream: string[];
+  inputs: string[];
+  outputs: string[];
+  tags: string[];
+}
+
+export interface LogRecord {
+  flow_run_id: string | null;
+  task_run_id?: string | null;
+  level: number;
+  logger: string;
+  message: string;
+  timestamp: string;
+}
+
+export interface FlowRunPage {
+  items: FlowRun[];
+  total: number;
+  limit: number;
+  offset: number;
+}
+
+export interface FlowRunGraph {
+  flow_run_id: string;
+  nodes: TaskRun[];
+  edges: { upstream: string; downstream: string }[];
+}
+
+export interface OrchestrationResult {
+  status: 'ACCEPT' | 'REJECT' | 'WAIT' | 'ABORT';
+  state?: State | null;
+  reason?: string | null;
+}
+
+export interface ParameterSchema {
+  title?: string;
+  type?: string | string[];
+  default?: unknown;
+}
+
+export interface ParametersSchema {
+  properties?: Record<string, ParameterSchema>;
+  [key: string]: unknown;
+}
+
+export interface NotebookParameters {
+  path: string;
+  flow_name: string;
+  has_flow_cell: boolean;
+  parameters_schema: ParametersSchema;
+  cron?: string | null;
+  interval_seconds?: number | null;
+  timezone: string;
+  runner?: string | null;
+  job_variables: Record<string, unknown>;
+  runners: string[];
+}
+
+export interface SchedulePreview {
+  timezone: string;
+  next: string[];
+}
+
+/** A message of the `/events` websocket. */
+export interface NbflowEvent {
+  type: 'flow_run_state' | 'task_run_state' | 'deployment';
+  flow_run_id?: string | null;
+  flow_run?: FlowRun | null;
+  task_run?: TaskRun | null;
+  deployment?: Deployment | null;
+  state?: State | null;
+}
+
+export interface RunFilter {
+  stateTypes?: StateType[];
+  flowNames?: string[];
+  deploymentIds?: string[];
+  limit?: number;
+  offset?: number;
+}
+
+export interface FieldProblem {
+  field: string;
+  problem: string;
+}
+
+/** An error answer of the API: HTTP status, message and the fields at fault. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly errors: FieldProblem[] = []
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+
+  /** The problem reported for a field whose dotted path ends with `suffix`, if any. */
+  problemFor(suffix: string): string | undefined {
+    const hit = this.errors.find(
+      e => e.field === suffix || e.field.endsWith('.' + suffix)
+    );
+    return hit?.problem;
+  }
+}
+
+/** Send a request to a path relative to the server's base URL (e.g. `nbflow/api/v1/flows`). */
+export type Fetcher = (path: string, init: RequestInit) => Promise<Response>;
+
+function query(params: Record<string, string | number | string[] | undefined | null>): string {
+  const parts: string[] = [];
+  for (const [key, value] of Object.entries(params)) {
+    if (value === undefined || value === null) {
+      continue;
+    }
+    const values = Array.isArray(value) ? value : [String(value)];
+    for (const v of values) {
+      parts.push(`${encodeURIComponent(key)}=${encodeURIComponent(v)}`);
+    }
+  }
+  return parts.length ? `?${parts.join('&')}` : '';
+}
+
+/** The nbflow REST API, one method per endpoint the panel uses. */
+export class NbflowApi {
+  constructor(private readonly fetcher: Fetcher) {}
+
+  private async request<T>(
+    method: string,
+    path: string,
+    body?: unknown
+  ): Promise<T> {
+    const init: RequestInit = { method };
+    if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers = { 'Content-Type': 'application/json' };
+    }
+    let response: Response;
+    try {
+      response = await this.fetcher(`${API_PATH}${path}`, init);
+    } catch (err) {
+      throw new ApiError(
+        0,
+        `cannot reach the nbflow server extension (${String(err)}); is the Jupyter server running?`
+      );
+    }
+    const text = await response.text();
+    if (!response.ok) {
+      let message = `${method} ${path}: HTTP ${response.status}`;
+      let errors: FieldProblem[] = [];
+      try {
+        const data = JSON.parse(text);
+        message = data.message || message;
+        errors = Array.isArray(data.errors) ? data.errors : [];
+      } catch {
+        if (response.status === 404) {
+          message += ' (is the nbflow server extension enabled?)';
+        }
+      }
+      throw new ApiError(response.status, message, errors);
+    }
+    return (text ? JSON.parse(text) : undefined) as T;
+  }
+
+  listRuns(filter: RunFilter = {}): Promise<FlowRunPage> {
+    return this.request(
+      'GET',
+      '/flow_runs' +
+        query({
+          state_types: filter.stateTypes,
+          flow_names: filter.flowNames,
+          deployment_ids: filter.deploymentIds,
+          limit: filter.limit,
+          offset: filter.offset
+        })
+    );
+  }
+
+  createFlowRun(create: {
+    flow_id: string;
+    name?: string;
+    deployment_id?: string;
+    parameters?: Record<string, unknown>;
+    state?: Partial<State> & { type: StateType };
+    notebook_path?: string;
+    mode?: FlowRun['mode'];
+  }): Promise<FlowRun> {
+    return this.request('POST', '/flow_runs', create);
+  }
+
+  writeLogs(logs: Partial<LogRecord>[]): Promise<void> {
+    return this.request('POST', '/logs/batch', { logs });
+  }
+
+  getRun(id: string): Promise<FlowRun> {
+    return this.request('GET', `/flow_runs/${id}`);
+  }
+
+  async getRunStates(id: string): Promise<State[]> {
+    const r = await this.request<{ items: State[] }>('GET', `/flow_runs/${id}/states`);
+    return r.items;
+  }
+
+  getGraph(id: string): Promise<FlowRunGraph> {
+    return this.request('GET', `/flow_runs/${id}/graph`);
+  }
+
+  getLogs(
+    flowRunId: string,
+    cursor = 0,
+    limit = 1000
+  ): Promise<{ logs: LogRecord[]; cursor: number }> {
+    return this.request(
+      'GET',
+      '/logs' + query({ flow_run_id: flowRunId, cursor, limit })
+    );
+  }
+
+  cancelRun(id: string): Promise<OrchestrationResult> {
+    return this.request('POST', `/flow_runs/${id}/cancel`);
+  }
+
+  getOutputNotebook(id: string): Promise<Record<string, unknown>> {
+    return this.request('GET', `/flow_runs/${id}/output`);
+  }
+
+  async listFlows(): Promise<Flow[]> {
+    const r = await this.request<{ items: Flow[] }>('GET', '/flows?limit=1000');
+    return r.items;
+  }
+
+  createFlow(flow: {
+    name: string;
+    parameters_schema?: ParametersSchema;
+    source?: string;
+  }): Promise<Flow> {
+    return this.request('POST', '/flows', flow);
+  }
+
+  async listDeployments(): Promise<Deployment[]> {
+    const r = await this.request<{ items: Deployment[] }>(
+      'GET',
+      '/deployments?limit=1000'
+    );
+    return r.items;
+  }
+
+  createDeployment(create: DeploymentCreate): Promise<Deployment> {
+    return this.request('POST', '/deployments', create);
+  }
+
+  updateDeployment(
+    id: string,
+    changes: Partial<Omit<Deployment, 'id' | 'flow_id' | 'created' | 'updated'>>
+  ): Promise<Deployment> {
+    return this.request('PATCH', `/deployments/${id}`, changes);
+  }
+
+  deleteDeployment(id: string): Promise<void> {
+    return this.request('DELETE', `/deployments/${id}`);
+  }
+
+  runDeployment(
+    id: string,
+    request: { parameters?: Record<string, unknown>; name?: string } = {}
+  ): Promise<FlowRun> {
+    return this.request('POST', `/deployments/${id}/runs`, request);
+  }
+
+  previewSchedule(schedule: {
+    cron?: string | null;
+    interval_seconds?: number | null;
+    timezone: string;
+    count?: number;
+  }): Promise<SchedulePreview> {
+    return this.request(
+      'GET',
+      '/schedules/preview' +
+        query({
+          cron: schedule.cron ?? undefined,
+          interval_seconds: schedule.interval_seconds ?? undefined,
+          timezone: schedule.timezone,
+          count: schedule.count ?? 5
+        })
+    );
+  }
+
+  notebookParameters(path: string): Promise<NotebookParameters> {
+    return this.request('GET', '/notebook_parameters' + query({ path }));
+  }
+
+  /**
+   * Deploy a notebook: register its flow (upsert by name), then create the deployment.
+   */
+  async deployNotebook(
+    info: NotebookParameters,
+    deployment: Omit<DeploymentCreate, 'flow_id' | 'notebook_path'>
+  ): Promise<Deployment> {
+    const flow = await this.createFlow({
+      name: info.flow_name,
+      parameters_schema: info.parameters_schema,
+      source: info.path
+    });
+    return this.createDeployment({
+      ...deployment,
+      flow_id: flow.id,
+      notebook_path: info.path
+    });
+  }
+}

@@ -1,0 +1,81 @@
+import * as React from 'react';
+import { ReactWidget } from '@jupyterlab/ui-components';
+import { FlowRun } from '../api';
+import { Changed, RunDetailModel, RunsModel } from '../model';
+import { PanelContext } from './context';
+import { DeploymentsView } from './DeploymentsView';
+import { RunDetail } from './RunDetail';
+import { RunsView } from './RunsView';
+
+function PanelBody(props: { ctx: PanelContext; runs: RunsModel; panel: NbflowPanel }): JSX.Element {
+  const { ctx, runs, panel } = props;
+  const [tab, setTab] = React.useState<'runs' | 'deployments'>('runs');
+  const [detail, setDetail] = React.useState<RunDetailModel | null>(null);
+  const [version, setVersion] = React.useState(0);
+  React.useEffect(() => panel.deploymentsChanged.connect(() => setVersion(v => v + 1)), []);
+  React.useEffect(() => {
+    if (!detail) {
+      return;
+    }
+    detail.follow(1);
+    return () => detail.stop();
+  }, [detail]);
+  const select = (run: FlowRun) => setDetail(new RunDetailModel(ctx.api, run.id));
+  return (
+    <div className="nbflow-panel">
+      <div className="nbflow-header">
+        <span className="nbflow-title">nbflow</span>
+        <div className="nbflow-tabs" role="tablist">
+          <button role="tab" aria-selected={tab === 'runs'} className={`nbflow-tab ${tab === 'runs' ? 'nbflow-tab-active' : ''}`} onClick={() => { setTab('runs'); setDetail(null); }}>
+            Runs
+          </button>
+          <button role="tab" aria-selected={tab === 'deployments'} className={`nbflow-tab ${tab === 'deployments' ? 'nbflow-tab-active' : ''}`} onClick={() => { setTab('deployments'); setDetail(null); }}>
+            Deployments
+          </button>
+        </div>
+      </div>
+      <div className="nbflow-body">
+        {tab === 'runs' && detail && <RunDetail ctx={ctx} model={detail} onBack={() => setDetail(null)} />}
+        {tab === 'runs' && !detail && <RunsView ctx={ctx} model={runs} onSelect={select} />}
+        {tab === 'deployments' && <DeploymentsView ctx={ctx} version={version} />}
+      </div>
+    </div>
+  );
+}
+
+/** The side panel widget. */
+export class NbflowPanel extends ReactWidget {
+  readonly runs: RunsModel;
+  readonly deploymentsChanged = new Changed();
+
+  constructor(private ctx: PanelContext) {
+    super();
+    this.id = 'nbflow-panel';
+    this.addClass('nbflow-panel-widget');
+    this.runs = new RunsModel(ctx.api, { pageSize: ctx.settings.pageSize });
+    this.startLive();
+  }
+
+  /** (Re)start live updates following the settings. */
+  startLive(): void {
+    const s = this.ctx.settings;
+    this.runs.pageSize = s.pageSize;
+    this.runs.stop();
+    if (s.refresh !== 'manual') {
+      this.runs.start({
+        openSocket: s.refresh === 'live' ? this.ctx.openSocket : undefined,
+        pollSeconds: s.pollSeconds
+      });
+    }
+    void this.runs.refresh();
+  }
+
+  dispose(): void {
+    this.runs.stop();
+    super.dispose();
+  }
+
+  render(): JSX.Element {
+    return <PanelBody ctx={this.ctx} runs={this.runs} panel={this} />;
+  }
+}

@@ -1,0 +1,84 @@
+import * as React from 'react';
+import { ParametersSchema } from '../api';
+import { parseParameter, showParameter } from '../format';
+
+/** Text of each parameter input, keyed by name. */
+export type ParameterTexts = Record<string, string>;
+
+export function initialTexts(schema: ParametersSchema, values: Record<string, unknown> = {}): ParameterTexts {
+  const out: ParameterTexts = {};
+  for (const [name, prop] of Object.entries(schema.properties ?? {})) {
+    out[name] = showParameter(name in values ? values[name] : prop.default, prop.type);
+  }
+  return out;
+}
+
+/** Parse the texts by their schema types: the values, or the errors by parameter name. */
+export function parseTexts(
+  schema: ParametersSchema,
+  texts: ParameterTexts
+): { values: Record<string, unknown>; errors: Record<string, string> } {
+  const values: Record<string, unknown> = {};
+  const errors: Record<string, string> = {};
+  for (const [name, prop] of Object.entries(schema.properties ?? {})) {
+    const r = parseParameter(texts[name] ?? '', prop.type);
+    if (r.error) {
+      errors[name] = r.error;
+    } else {
+      values[name] = r.value;
+    }
+  }
+  return { values, errors };
+}
+
+function typeLabel(type: string | string[] | undefined): string {
+  return type === undefined ? 'any' : Array.isArray(type) ? type.join(' | ') : type;
+}
+
+/** A form generated from a flow's parameters schema (typed defaults of the %%flow cell). */
+export function ParametersForm(props: {
+  schema: ParametersSchema;
+  texts: ParameterTexts;
+  errors: Record<string, string>;
+  onChange: (texts: ParameterTexts) => void;
+}): JSX.Element {
+  const props_ = Object.entries(props.schema.properties ?? {});
+  if (!props_.length) {
+    return <div className="nbflow-dim">This notebook has no parameters.</div>;
+  }
+  return (
+    <div className="nbflow-params-form">
+      {props_.map(([name, prop]) => {
+        const first = Array.isArray(prop.type) ? prop.type[0] : prop.type;
+        const error = props.errors[name];
+        return (
+          <label key={name} className="nbflow-field">
+            <span className="nbflow-field-label">
+              {name} <span className="nbflow-dim">({typeLabel(prop.type)})</span>
+            </span>
+            {first === 'boolean' ? (
+              <select
+                name={`param-${name}`}
+                value={props.texts[name]}
+                onChange={e => props.onChange({ ...props.texts, [name]: e.target.value })}
+              >
+                <option value="true">true</option>
+                <option value="false">false</option>
+              </select>
+            ) : (
+              <input
+                className="jp-mod-styled"
+                name={`param-${name}`}
+                type={first === 'integer' || first === 'number' ? 'number' : 'text'}
+                step={first === 'number' ? 'any' : undefined}
+                value={props.texts[name]}
+                onChange={e => props.onChange({ ...props.texts, [name]: e.target.value })}
+              />
+            )}
+            {error && <span className="nbflow-field-error" data-field={`param-${name}`}>{error}</span>}
+          </label>
+        );
+      })}
+    </div>
+  );
+}

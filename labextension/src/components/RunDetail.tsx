@@ -1,0 +1,163 @@
+import * as React from 'react';
+import { FlowRun } from '../api';
+import { formatDuration, formatTime, runDuration, STATE_COLORS } from '../format';
+import { isTerminal, layoutGraph, RunDetailModel } from '../model';
+import { PanelContext } from './context';
+import { ErrorLine, StateBadge, useChanged, useClock } from './common';
+
+const LEVELS: Record<number, string> = { 10: 'DEBUG', 20: 'INFO', 30: 'WARNING', 40: 'ERROR', 50: 'CRITICAL' };
+
+/** One run: header with actions, parameters, state history, task runs / DAG, logs. */
+export function RunDetail(props: {
+  ctx: PanelContext;
+  model: RunDetailModel;
+  onBack: () => void;
+}): JSX.Element {
+  const { ctx, model } = props;
+  useChanged(model);
+  const now = useClock(1000);
+  const [busy, setBusy] = React.useState<string | null>(null);
+  const [actionError, setActionError] = React.useState<string | null>(null);
+  const logsRef = React.useRef<HTMLPreElement>(null);
+  React.useEffect(() => {
+    const el = logsRef.current;
+    if (el) {
+      el.scrollTop = el.scrollHeight;
+    }
+  }, [model.logs.length]);
+  const run = model.run;
+  if (!run) {
+    return (
+      <div className="nbflow-detail">
+        <button className="jp-Button nbflow-back" onClick={props.onBack}>‹ Runs</button>
+        <ErrorLine error={model.error} />
+        <div className="nbflow-dim">Loading…</div>
+      </div>
+    );
+  }
+  const cancel = async () => {
+    const ok = await ctx.confirm(
+      'Cancel flow run?',
+      `Cancel "${run.name}" (${run.state?.name ?? 'no state'})? The runner stops its process.`,
+      'Cancel run'
+    );
+    if (!ok) {
+      return;
+    }
+    setBusy('cancel');
+    try {
+      await ctx.api.cancelRun(run.id);
+      setActionError(null);
+      await model.refresh();
+    } catch (err) {
+      setActionError((err as Error).message);
+    } finally {
+      setBusy(null);
+    }
+  };
+  const openOutput = async (r: FlowRun) => {
+    setBusy('output');
+    try {
+      await ctx.openOutput(r);
+      setActionError(null);
+    } catch (err) {
+      setActionError((err as Error).message);
+    } finally {
+      setBusy(null);
+    }
+  };
+  const tasks = model.graph ? layoutGraph(model.graph) : [];
+  const names = new Map((model.graph?.nodes ?? []).map(n => [n.id, n.name]));
+  return (
+    <div className="nbflow-detail" data-run-id={run.id}>
+      <div className="nbflow-toolbar">
+        <button className="jp-Button nbflow-back" onClick={props.onBack}>‹ Runs</button>
+        <span className="nbflow-detail-title">{run.name}</span>
+        <StateBadge state={run.state} />
+      </div>
+      <div className="nbflow-actions">
+        {!isTerminal(run.state) && (
+          <button className="jp-Button jp-mod-styled jp-mod-warn nbflow-cancel" disabled={busy !== null} onClick={() => void cancel()}>
+            Cancel run
+          </button>
+        )}
+        {isTerminal(run.state) && run.mode === 'batch' && (
+          <button className="jp-Button jp-mod-styled jp-mod-accept nbflow-open-output" disabled={busy !== null} onClick={() => void openOutput(run)}>
+            Open output notebook
+          </button>
+        )}
+      </div>
+      <ErrorLine error={actionError ?? model.error} />
+      <table className="nbflow-kv">
+        <tbody>
+          <tr><th>Flow</th><td>{run.flow_name}</td></tr>
+          <tr><th>Runner</th><td>{run.runner ?? run.mode}</td></tr>
+          <tr><th>Started</th><td>{formatTime(run.start_time ?? run.expected_start_time)}</td></tr>
+          <tr><th>Duration</th><td>{formatDuration(runDuration(run, now))}</td></tr>
+          <tr><th>Attempts</th><td>{run.run_count}</td></tr>
+          {run.state?.message && <tr><th>Message</th><td>{run.state.message}</td></tr>}
+        </tbody>
+      </table>
+      <h3>Parameters</h3>
+      {Object.keys(run.parameters).length ? (
+        <table className="nbflow-kv nbflow-parameters">
+          <tbody>
+            {Object.entries(run.parameters).map(([k, v]) => (
+              <tr key={k}><th>{k}</th><td><code>{JSON.stringify(v)}</code></td></tr>
+            ))}
+          </tbody>
+        </table>
+      ) : (
+        <div className="nbflow-dim">none</div>
+      )}
+      <h3>State history</h3>
+      <ol className="nbflow-history">
+        {model.states.map(s => (
+          <li key={s.id}>
+            <StateBadge state={s} /> <span className="nbflow-dim">{formatTime(s.timestamp)}</span>
+            {s.message && <span className="nbflow-dim"> — {s.message}</span>}
+          </li>
+        ))}
+      </ol>
+      <h3>Tasks</h3>
+      {tasks.length ? (
+        <div className="nbflow-dag">
+          {tasks.map(({ task, depth }) => (
+            <div
+              key={task.id}
+              className="nbflow-dag-node"
+              data-task={task.name}
+              style={{ marginLeft: `${depth * 18}px`, borderLeftColor: task.state ? STATE_COLORS[task.state.type] : '#ccc' }}
+            >
+              <div className="nbflow-dag-head">
+                {depth > 0 && <span className="nbflow-dag-arrow">↳</span>}
+                <strong>{task.name}</strong> <StateBadge state={task.state} />
+                {task.state?.name === 'Cached' && <span className="nbflow-tag">cache hit</span>}
+                {task.run_count > 1 && <span className="nbflow-tag">{task.run_count - 1} retries</span>}
+                <span className="nbflow-dim"> {formatDuration(runDuration(task, now) ?? task.total_run_time)}</span>
+              </div>
+              {(task.upstream.length > 0 || task.inputs.length > 0 || task.outputs.length > 0) && (
+                <div className="nbflow-dim nbflow-dag-io">
+                  {task.upstream.length > 0 && <>after {task.upstream.map(u => names.get(u) ?? u.slice(0, 8)).join(', ')} · </>}
+                  {task.inputs.length > 0 && <>in: {task.inputs.join(', ')} · </>}
+                  {task.outputs.length > 0 && <>out: {task.outputs.join(', ')}</>}
+                </div>
+              )}
+            </div>
+          ))}
+        </div>
+      ) : (
+        <div className="nbflow-dim">no task runs yet</div>
+      )}
+      <h3>Logs {!isTerminal(run.state) && <span className="nbflow-dim">(following)</span>}</h3>
+      <pre className="nbflow-logs" ref={logsRef}>
+        {model.logs.map((l, i) => (
+          <div key={i} className={`nbflow-log nbflow-log-${LEVELS[l.level] ?? l.level}`}>
+            {formatTime(l.timestamp)} {LEVELS[l.level] ?? l.level} {l.message}
+          </div>
+        ))}
+        {!model.logs.length && <span className="nbflow-dim">no logs</span>}
+      </pre>
+    </div>
+  );
+}

@@ -1,0 +1,127 @@
+import * as React from 'react';
+import { Flow, FlowRun, STATE_TYPES, StateType } from '../api';
+import { formatDuration, formatTime, runDuration } from '../format';
+import { RunsModel } from '../model';
+import { PanelContext } from './context';
+import { ErrorLine, StateBadge, useChanged, useClock } from './common';
+
+/** The runs list: filters, a live page of runs and pagination. */
+export function RunsView(props: {
+  ctx: PanelContext;
+  model: RunsModel;
+  onSelect: (run: FlowRun) => void;
+}): JSX.Element {
+  const { ctx, model } = props;
+  useChanged(model);
+  const now = useClock(1000);
+  const [flows, setFlows] = React.useState<Flow[]>([]);
+  React.useEffect(() => {
+    ctx.api.listFlows().then(setFlows, () => undefined);
+  }, [model.total]);
+  const stateFilter = model.filter.stateTypes[0] ?? '';
+  return (
+    <div className="nbflow-runs">
+      <div className="nbflow-toolbar">
+        <select
+          aria-label="Filter by state"
+          className="nbflow-filter-state"
+          value={stateFilter}
+          onChange={e =>
+            void model.setFilter({
+              stateTypes: e.target.value ? [e.target.value as StateType] : []
+            })
+          }
+        >
+          <option value="">All states</option>
+          {STATE_TYPES.map(t => (
+            <option key={t} value={t}>
+              {t.charAt(0) + t.slice(1).toLowerCase()}
+            </option>
+          ))}
+        </select>
+        <select
+          aria-label="Filter by flow"
+          className="nbflow-filter-flow"
+          value={model.filter.flowName ?? ''}
+          onChange={e => void model.setFilter({ flowName: e.target.value || null })}
+        >
+          <option value="">All flows</option>
+          {flows.map(f => (
+            <option key={f.id} value={f.name}>
+              {f.name}
+            </option>
+          ))}
+        </select>
+        <button className="jp-Button nbflow-refresh" title="Refresh" onClick={() => void model.refresh()}>
+          ⟳
+        </button>
+        <span
+          className={`nbflow-live ${model.live ? 'nbflow-live-on' : ''}`}
+          title={model.live ? 'Live: updates arrive through the event stream' : `Polling every ${ctx.settings.pollSeconds} s`}
+        >
+          {model.live ? '● live' : '○ polling'}
+        </span>
+      </div>
+      <ErrorLine error={model.error} />
+      <table className="nbflow-table nbflow-runs-table">
+        <thead>
+          <tr>
+            <th>State</th>
+            <th>Run</th>
+            <th>Flow / deployment</th>
+            <th>Start</th>
+            <th>Duration</th>
+          </tr>
+        </thead>
+        <tbody>
+          {model.items.map(run => (
+            <tr
+              key={run.id}
+              className="nbflow-run-row"
+              data-run-id={run.id}
+              data-state={run.state?.type ?? ''}
+              onClick={() => props.onSelect(run)}
+            >
+              <td>
+                <StateBadge state={run.state} />
+              </td>
+              <td className="nbflow-run-name">{run.name}</td>
+              <td>
+                <div>{run.flow_name ?? ''}</div>
+                <div className="nbflow-dim">{run.deployment_id ? deploymentLabel(run) : run.mode}</div>
+              </td>
+              <td>{formatTime(run.start_time ?? run.expected_start_time)}</td>
+              <td>{formatDuration(runDuration(run, now))}</td>
+            </tr>
+          ))}
+          {!model.items.length && !model.loading && (
+            <tr>
+              <td colSpan={5} className="nbflow-empty">
+                No flow runs{model.filter.stateTypes.length || model.filter.flowName ? ' match the filter' : ' yet'}.
+              </td>
+            </tr>
+          )}
+        </tbody>
+      </table>
+      <div className="nbflow-pager">
+        <button className="jp-Button" disabled={model.page <= 1} onClick={() => void model.goToPage(model.page - 1)}>
+          ‹ Prev
+        </button>
+        <span className="nbflow-page-info">
+          Page {model.page} of {model.pageCount} · {model.total} runs
+        </span>
+        <button
+          className="jp-Button"
+          disabled={model.page >= model.pageCount}
+          onClick={() => void model.goToPage(model.page + 1)}
+        >
+          Next ›
+        </button>
+      </div>
+    </div>
+  );
+}
+
+function deploymentLabel(run: FlowRun): string {
+  return `deployment ${run.deployment_id!.slice(0, 8)}`;
+}

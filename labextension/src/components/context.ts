@@ -1,0 +1,27 @@
+import { FlowRun, NbflowApi } from '../api';
+import { SocketLike } from '../model';
+
+/** The panel's settings (from the settings registry, see schema/plugin.json). */
+export interface PanelSettings {
+  refresh: 'live' | 'poll' | 'manual';
+  pollSeconds: number;
+  pageSize: number;
+  defaultRunner: string;
+}
+
+export const DEFAULT_SETTINGS: PanelSettings = {
+  refresh: 'live',
+  pollSeconds: 5,
+  pageSize: 50,
+  defaultRunner: 'subprocess'
+};
+
+/** What the components need from JupyterLab, injected by the plugin. */
+export interface PanelContext {
+  api: NbflowApi;
+  settings: PanelSettings;
+  openSocket: () => SocketLike;
+  openOutput: (run: FlowRun) => Promise<void>;
+  confirm: (title: string, body: string, accept: string) => Promise<boolean>;
+  runNow: (deploymentId: string) => Promise<void>;
+}

@@ -1,0 +1,153 @@
+/** Formatting helpers shared by the components (plain functions, unit-tested). */
+import { StateType } from './api';
+
+/** The CSS colour variable of a state type. */
+export const STATE_COLORS: Record<StateType, string> = {
+  SCHEDULED: '#8e8e8e',
+  PENDING: '#b58900',
+  RUNNING: '#1f78d1',
+  COMPLETED: '#2e9d4d',
+  FAILED: '#d23f31',
+  CANCELLING: '#c27c0e',
+  CANCELLED: '#6c6c6c',
+  CRASHED: '#a0206b',
+  PAUSED: '#7a5fb0'
+};
+
+/** `1.2s`, `3m 04s`, `2h 05m` from seconds. */
+export function formatDuration(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined || !isFinite(seconds) || seconds < 0) {
+    return '';
+  }
+  if (seconds < 60) {
+    return `${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)}s`;
+  }
+  const total = Math.round(seconds);
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = total % 60;
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return h ? `${h}h ${pad(m)}m` : `${m}m ${pad(s)}s`;
+}
+
+/** The duration of a run: end - start, or now - start while it runs. */
+export function runDuration(
+  run: { start_time?: string | null; end_time?: string | null; total_run_time?: number },
+  now: number = Date.now()
+): number | null {
+  if (!run.start_time) {
+    return null;
+  }
+  const start = Date.parse(run.start_time);
+  const end = run.end_time ? Date.parse(run.end_time) : now;
+  return Math.max(0, (end - start) / 1000);
+}
+
+/** A date-time in the user's (or a given) time zone, e.g. `Nov 22, 21:05:03`. */
+export function formatTime(iso: string | null | undefined, timeZone?: string): string {
+  if (!iso) {
+    return '';
+  }
+  const d = new Date(iso);
+  if (isNaN(d.getTime())) {
+    return iso;
+  }
+  return d.toLocaleString(undefined, {
+    timeZone,
+    month: 'short',
+    day: 'numeric',
+    hour: '2-digit',
+    minute: '2-digit',
+    second: '2-digit',
+    hour12: false
+  });
+}
+
+/** A time relative to now: `in 5 min`, `3 h ago`. */
+export function relativeTime(iso: string, now: number = Date.now()): string {
+  const diff = (Date.parse(iso) - now) / 1000;
+  const abs = Math.abs(diff);
+  let text: string;
+  if (abs < 60) {
+    text = `${Math.round(abs)} s`;
+  } else if (abs < 3600) {
+    text = `${Math.round(abs / 60)} min`;
+  } else if (abs < 86400) {
+    text = `${Math.round(abs / 3600)} h`;
+  } else {
+    text = `${Math.round(abs / 86400)} d`;
+  }
+  return diff >= 0 ? `in ${text}` : `${text} ago`;
+}
+
+/** Describe a schedule for people: `every 30 min`, `cron 0 6 * * * (Europe/Berlin)`. */
+export function describeSchedule(s: {
+  cron?: string | null;
+  interval_seconds?: number | null;
+  timezone: string;
+}): string {
+  if (s.interval_seconds) {
+    const v = s.interval_seconds;
+    if (v % 86400 === 0) {
+      return `every ${v / 86400} d`;
+    }
+    if (v % 3600 === 0) {
+      return `every ${v / 3600} h`;
+    }
+    if (v % 60 === 0) {
+      return `every ${v / 60} min`;
+    }
+    return `every ${v} s`;
+  }
+  return `cron ${s.cron} (${s.timezone})`;
+}
+
+/** The next time of a cron/interval schedule is computed by the server; this parses a value
+ * typed in a parameters form according to its JSON schema type. */
+export function parseParameter(
+  text: string,
+  type: string | string[] | undefined
+): { value?: unknown; error?: string } {
+  const types = type === undefined ? [] : Array.isArray(type) ? type : [type];
+  const first = types[0];
+  if (first === 'string') {
+    return { value: text };
+  }
+  if (first === 'boolean') {
+    const t = text.trim().toLowerCase();
+    if (t === 'true' || t === 'false') {
+      return { value: t === 'true' };
+    }
+    return { error: 'expected true or false' };
+  }
+  if (first === 'integer' || first === 'number') {
+    const n = Number(text);
+    if (text.trim() === '' || isNaN(n)) {
+      return { error: `expected ${first === 'integer' ? 'an integer' : 'a number'}` };
+    }
+    if (first === 'integer' && !Number.isInteger(n)) {
+      return { error: 'expected an integer' };
+    }
+    return { value: n };
+  }
+  try {
+    return { value: JSON.parse(text) };
+  } catch {
+    if (types.includes('string') || types.length === 0) {
+      return { value: text };
+    }
+    return { error: `expected JSON (${types.join(' or ')})` };
+  }
+}
+
+/** How a default value is shown in a text input. */
+export function showParameter(value: unknown, type: string | string[] | undefined): string {
+  const first = Array.isArray(type) ? type[0] : type;
+  if (first === 'string' && typeof value === 'string') {
+    return value;
+  }
+  if (value === undefined) {
+    return '';
+  }
+  return JSON.stringify(value);
+}

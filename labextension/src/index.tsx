@@ -1,0 +1,210 @@
+/**
+ * nbflow's JupyterLab extension: the side panel (runs, run detail, deployments), the
+ * schedule dialog (file browser context menu and notebook toolbar) and the settings.
+ */
+import {
+  ILayoutRestorer,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { Dialog, showDialog, ToolbarButton } from '@jupyterlab/apputils';
+import { PageConfig } from '@jupyterlab/coreutils';
+import { IDocumentManager } from '@jupyterlab/docmanager';
+import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
+import { NotebookPanel } from '@jupyterlab/notebook';
+import { ServerConnection } from '@jupyterlab/services';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { ReactWidget } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+import * as React from 'react';
+import { API_PATH, FlowRun, NbflowApi } from './api';
+import { DEFAULT_SETTINGS, PanelContext, PanelSettings } from './components/context';
+import { nbflowIcon } from './components/icons';
+import { NbflowPanel } from './components/Panel';
+import { RunNowForm } from './components/RunNowForm';
+import { ScheduleForm } from './components/ScheduleForm';
+import { SocketLike } from './model';
+
+const PLUGIN_ID = 'nbflow-labextension:plugin';
+
+export const CommandIDs = {
+  open: 'nbflow:open-panel',
+  schedule: 'nbflow:schedule-notebook'
+};
+
+/** Show a React form in a dialog whose own buttons close it. */
+function formDialog(
+  title: string,
+  render: (close: () => void) => React.ReactElement
+): Promise<void> {
+  let dialog: Dialog<unknown> | null = null;
+  const close = () => dialog?.resolve(0);
+  const body = ReactWidget.create(render(close));
+  body.addClass('nbflow-dialog-body');
+  dialog = new Dialog({ title, body, buttons: [], hasClose: true });
+  dialog.addClass('nbflow-dialog');
+  return dialog.launch().then(() => undefined);
+}
+
+function outputPath(run: FlowRun): string {
+  const safe = (run.flow_name ?? 'flow').replace(/[^A-Za-z0-9_.-]+/g, '_');
+  return `nbflow-outputs/${safe}-${run.name.replace(/[^A-Za-z0-9_.-]+/g, '_')}-${run.id.slice(0, 8)}.ipynb`;
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'nbflow side panel: runs, deployments, schedules, logs and cancel.',
+  autoStart: true,
+  requires: [IDocumentManager],
+  optional: [ILayoutRestorer, ISettingRegistry, IDefaultFileBrowser],
+  activate: async (
+    app: JupyterFrontEnd,
+    docManager: IDocumentManager,
+    restorer: ILayoutRestorer | null,
+    settingRegistry: ISettingRegistry | null,
+    fileBrowser: IDefaultFileBrowser | null
+  ) => {
+    const serverSettings = app.serviceManager.serverSettings;
+    const api = new NbflowApi((path, init) =>
+      ServerConnection.makeRequest(serverSettings.baseUrl + path, init, serverSettings)
+    );
+    const settings: PanelSettings = { ...DEFAULT_SETTINGS };
+    const contents = app.serviceManager.contents;
+
+    const openSocket = (): SocketLike => {
+      let url = serverSettings.wsUrl + `${API_PATH}/events`;
+      const token = serverSettings.token || PageConfig.getToken();
+      if (token && serverSettings.appendToken) {
+        url += `?token=${encodeURIComponent(token)}`;
+      }
+      return new serverSettings.WebSocket(url) as unknown as SocketLike;
+    };
+
+    const ctx: PanelContext = {
+      api,
+      settings,
+      openSocket,
+      confirm: async (title, body, accept) => {
+        const result = await showDialog({
+          title,
+          body,
+          buttons: [Dialog.cancelButton({ label: 'Keep' }), Dialog.warnButton({ label: accept })]
+        });
+        return result.button.accept;
+      },
+      openOutput: async (run: FlowRun) => {
+        const notebook = await api.getOutputNotebook(run.id);
+        const path = outputPath(run);
+        try {
+          await contents.get('nbflow-outputs', { content: false });
+        } catch {
+          const dir = await contents.newUntitled({ type: 'directory', path: '' });
+          await contents.rename(dir.path, 'nbflow-outputs');
+        }
+        await contents.save(path, { type: 'notebook', format: 'json', content: notebook });
+        docManager.openOrReveal(path);
+      },
+      runNow: deploymentId =>
+        formDialog('Run deployment now', close => (
+          <RunNowForm
+            api={api}
+            deploymentId={deploymentId}
+            onDone={() => {
+              close();
+              void panel.runs.refresh();
+            }}
+            onCancel={close}
+          />
+        ))
+    };
+
+    const panel = new NbflowPanel(ctx);
+    panel.title.icon = nbflowIcon;
+    panel.title.caption = 'nbflow runs and deployments';
+    app.shell.add(panel, 'left', { rank: 850 });
+    if (restorer) {
+      restorer.add(panel, 'nbflow-panel');
+    }
+
+    const schedule = (path: string) =>
+      formDialog(`Schedule ${path.replace(/^.*\//, '')} with nbflow`, close => (
+        <ScheduleForm
+          api={api}
+          path={path}
+          defaultRunner={settings.defaultRunner}
+          onDone={() => {
+            close();
+            panel.deploymentsChanged.emit();
+            void panel.runs.refresh();
+            app.shell.activateById(panel.id);
+          }}
+          onCancel={close}
+        />
+      ));
+
+    app.commands.addCommand(CommandIDs.open, {
+      label: 'Open the nbflow panel',
+      icon: nbflowIcon,
+      execute: () => app.shell.activateById(panel.id)
+    });
+    app.commands.addCommand(CommandIDs.schedule, {
+      label: 'Schedule with nbflow…',
+      icon: nbflowIcon,
+      execute: args => {
+        let path = args.path as string | undefined;
+        if (!path && fileBrowser) {
+          const item = Array.from(fileBrowser.selectedItems())[0];
+          path = item?.path;
+        }
+        if (!path) {
+          const current = app.shell.currentWidget;
+          if (current instanceof NotebookPanel) {
+            path = current.context.path;
+          }
+        }
+        if (path) {
+          return schedule(path);
+        }
+      }
+    });
+    app.contextMenu.addItem({
+      command: CommandIDs.schedule,
+      selector: '.jp-DirListing-item[data-file-type="notebook"]',
+      rank: 3
+    });
+    app.docRegistry.addWidgetExtension('Notebook', {
+      createNew: (nb: NotebookPanel) => {
+        const button = new ToolbarButton({
+          icon: nbflowIcon,
+          className: 'nbflow-schedule-button',
+          tooltip: 'Schedule this notebook with nbflow',
+          onClick: () => void schedule(nb.context.path)
+        });
+        nb.toolbar.insertItem(10, 'nbflowSchedule', button);
+        return button as unknown as Widget & { dispose(): void };
+      }
+    });
+
+    if (settingRegistry) {
+      try {
+        const loaded = await settingRegistry.load(PLUGIN_ID);
+        const apply = () => {
+          const c = loaded.composite as Partial<PanelSettings>;
+          Object.assign(settings, {
+            refresh: c.refresh ?? DEFAULT_SETTINGS.refresh,
+            pollSeconds: c.pollSeconds ?? DEFAULT_SETTINGS.pollSeconds,
+            pageSize: c.pageSize ?? DEFAULT_SETTINGS.pageSize,
+            defaultRunner: c.defaultRunner ?? DEFAULT_SETTINGS.defaultRunner
+          });
+          panel.startLive();
+        };
+        apply();
+        loaded.changed.connect(apply);
+      } catch (err) {
+        console.warn('nbflow: could not load settings; using defaults', err);
+      }
+    }
+  }
+};
+
+export default plugin;

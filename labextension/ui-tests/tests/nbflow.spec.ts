@@ -1,0 +1,146 @@
+/**
+ * End to end: the nbflow panel in a real JupyterLab with the real server extension and the
+ * subprocess runner.  Screenshots go to docs/screenshots/.
+ */
+import { expect, galata, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import { spawn } from 'child_process';
+import * as path from 'path';
+
+const SHOTS = path.resolve(__dirname, '..', '..', '..', 'docs', 'screenshots');
+const API = 'http://localhost:8888/nbflow/api/v1';
+
+function notebook(cells: string[]): string {
+  return JSON.stringify({
+    nbformat: 4,
+    nbformat_minor: 5,
+    metadata: { kernelspec: { name: 'python3', display_name: 'Python 3', language: 'python' } },
+    cells: cells.map((source, i) => ({
+      cell_type: 'code', id: `c${i}`, metadata: {}, outputs: [], execution_count: null, source
+    }))
+  });
+}
+
+const QUICK = notebook([
+  '%%flow daily_sales --schedule "0 6 * * *" --timezone Europe/Berlin\nregion = "EU"\ndays = 7\n',
+  '%%task extract\nrows = [d * 10 for d in range(days)]\n',
+  '%%task report\ntotal = sum(rows)\nprint(region, total)\n'
+]);
+
+const SLOW = notebook([
+  '%%flow slow_flow\nseconds = 300\n',
+  '%%task wait\nimport time\nfor _ in range(seconds):\n    time.sleep(1)\n'
+]);
+
+/** Start `nbflow execute <id>` for a run nobody claimed (only needed without a dispatcher). */
+async function ensureDispatched(page: IJupyterLabPageFixture, runId: string): Promise<void> {
+  for (let i = 0; i < 10; i++) {
+    const run = await (await page.request.get(`${API}/flow_runs/${runId}`)).json();
+    if (run.state?.type !== 'SCHEDULED') {
+      return; // the server's dispatcher took it
+    }
+    await page.waitForTimeout(1000);
+  }
+  const nbflow = process.env.NBFLOW_CLI || 'nbflow';
+  const child = spawn(nbflow, ['execute', runId], {
+    env: { ...process.env, NBFLOW_API_URL: API },
+    cwd: process.env.JUPYTERLAB_GALATA_ROOT_DIR,
+    stdio: 'inherit',
+    detached: true
+  });
+  child.unref();
+}
+
+async function openPanel(page: IJupyterLabPageFixture): Promise<void> {
+  await page.sidebar.openTab('nbflow-panel');
+  await expect(page.locator('#nbflow-panel .nbflow-title')).toBeVisible();
+}
+
+async function scheduleFromFileBrowser(page: IJupyterLabPageFixture, file: string): Promise<void> {
+  await page.filebrowser.refresh();
+  await page.locator(`.jp-DirListing-item[title^="Name: ${file}"]`).click({ button: 'right' });
+  await page.locator('.lm-Menu-item:has-text("Schedule with nbflow")').click();
+  await expect(page.locator('.nbflow-schedule-form')).toBeVisible();
+}
+
+async function latestRunId(page: IJupyterLabPageFixture, flowName: string): Promise<string> {
+  const r = await page.request.get(`${API}/flow_runs?flow_names=${flowName}&limit=1`);
+  return (await r.json()).items[0].id;
+}
+
+test.describe('nbflow panel', () => {
+  test.use({ autoGoto: true });
+
+  test('shows the panel from the sidebar', async ({ page }) => {
+    await openPanel(page);
+    await expect(page.locator('#nbflow-panel .nbflow-tab-active')).toHaveText('Runs');
+    await expect(page.locator('#nbflow-panel .nbflow-runs-table')).toBeVisible();
+  });
+
+  test('schedule a notebook, see the run complete live, open its output', async ({ page, tmpPath }) => {
+    await page.contents.uploadContent(QUICK, 'text', `${tmpPath}/sales.ipynb`);
+    await page.filebrowser.openDirectory(tmpPath);
+    await scheduleFromFileBrowser(page, 'sales.ipynb');
+    const form = page.locator('.nbflow-schedule-form');
+    await expect(form.locator('text=daily_sales')).toBeVisible();
+    await expect(form.locator('input[name="param-region"]')).toHaveValue('EU');
+    await expect(form.locator('input[name="param-days"]')).toHaveValue('7');
+
+    // a bad cron: the server's message in place, nothing saved
+    await form.locator('input[name="cron"]').fill('61 * * * *');
+    await expect(form.locator('.nbflow-field-error[data-field="cron"]')).toContainText('not a valid cron expression');
+    await form.locator('input[name="cron"]').fill('30 6 * * 1-5');
+    await expect(form.locator('.nbflow-field-error[data-field="cron"]')).toHaveCount(0);
+    await expect(form.locator('.nbflow-preview li')).toHaveCount(5);
+    await form.locator('input[name="param-days"]').fill('3');
+    await page.locator('.nbflow-dialog .jp-Dialog-content').screenshot({ path: `${SHOTS}/schedule-dialog.png` });
+    await form.locator('button.nbflow-save-run').click();
+    await expect(page.locator('.nbflow-schedule-form')).toHaveCount(0);
+
+    const runId = await latestRunId(page, 'daily_sales');
+    const row = page.locator(`#nbflow-panel .nbflow-run-row[data-run-id="${runId}"]`);
+    await expect(row).toBeVisible();
+    await ensureDispatched(page, runId);
+    await expect(row).toHaveAttribute('data-state', 'COMPLETED', { timeout: 150000 });
+    await page.locator('#nbflow-panel').screenshot({ path: `${SHOTS}/panel-runs.png` });
+
+    await row.click();
+    const detail = page.locator('#nbflow-panel .nbflow-detail');
+    await expect(detail.locator('.nbflow-dag-node[data-task="report"]')).toBeVisible();
+    await expect(detail.locator('.nbflow-parameters')).toContainText('days');
+    await expect(detail.locator('.nbflow-history li').last()).toContainText('Completed');
+    await page.locator('#nbflow-panel').screenshot({ path: `${SHOTS}/panel-run-detail.png` });
+    await detail.locator('button.nbflow-open-output').click();
+    await expect(page.locator('.lm-DockPanel-tabBar .lm-TabBar-tab', { hasText: 'daily_sales-' })).toBeVisible();
+    await expect(page.locator('.jp-NotebookPanel .jp-OutputArea-output', { hasText: 'EU 30' }).first()).toBeVisible();
+
+    await page.locator('#nbflow-panel .nbflow-tab', { hasText: 'Deployments' }).click();
+    const deployment = page.locator('#nbflow-panel .nbflow-deployment[data-deployment="sales"]');
+    await expect(deployment.locator('.nbflow-next-run')).toBeVisible();
+    await page.locator('#nbflow-panel').screenshot({ path: `${SHOTS}/panel-deployments.png` });
+    await deployment.locator('button.nbflow-pause').click();
+    await expect(deployment.locator('.nbflow-paused')).toBeVisible();
+  });
+
+  test('start a long run and cancel it from the panel', async ({ page, tmpPath }) => {
+    await page.contents.uploadContent(SLOW, 'text', `${tmpPath}/slow.ipynb`);
+    await page.filebrowser.openDirectory(tmpPath);
+    await scheduleFromFileBrowser(page, 'slow.ipynb');
+    const form = page.locator('.nbflow-schedule-form');
+    await form.locator('input[name="kind"][value="none"]').check();
+    await form.locator('button.nbflow-save-run').click();
+    await expect(form).toHaveCount(0);
+
+    const runId = await latestRunId(page, 'slow_flow');
+    const row = page.locator(`#nbflow-panel .nbflow-run-row[data-run-id="${runId}"]`);
+    await ensureDispatched(page, runId);
+    await expect(row).toHaveAttribute('data-state', 'RUNNING', { timeout: 120000 });
+    await row.click();
+    await page.locator('#nbflow-panel button.nbflow-cancel').click();
+    await page.locator('.jp-Dialog-button', { hasText: 'Cancel run' }).click();
+    await expect(page.locator('#nbflow-panel .nbflow-detail .nbflow-state').first()).toHaveText(/Cancell(ing|ed)/);
+    await page.locator('#nbflow-panel button.nbflow-back').click();
+    await expect(row).toHaveAttribute('data-state', 'CANCELLED', { timeout: 90000 });
+  });
+});
+
+void galata;
