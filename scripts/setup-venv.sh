@@ -17,7 +17,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.nbflow-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" != "$extras" ]; then
-  echo "== installing nbflow[$extras] into .venv"
-  .venv/bin/python -m pip install -q -e ".[$extras]"
+  echo "== installing nbflow[$extras] into .venv (log: .venv/pip-install.log)"
+  if ! .venv/bin/python -m pip install -e ".[$extras]" > .venv/pip-install.log 2>&1; then
+    tail -n 30 .venv/pip-install.log >&2
+    echo "pip install failed; the whole log is .venv/pip-install.log" >&2
+    exit 1
+  fi
   echo "$extras" > "$stamp"
 fi
