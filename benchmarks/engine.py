@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -66,6 +67,8 @@ class Harness:
             PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
         )
         self.errors: list[str] = []
+        #: CPU seconds of each :meth:`wall` command's runs, by label (robust to machine load).
+        self.cpu_times: dict[str, list[float]] = {}
 
     def json_of(self, side: str, args: list[str], timeout: float = 900) -> dict[str, Any] | None:
         """Run a side script and return the JSON it printed (None on failure, noted)."""
@@ -95,16 +98,23 @@ class Harness:
         """Return whole-process wall times of ``cmd``: a warm-up, then ``reps`` runs."""
         log(f"process x{self.reps + 1}: {label}")
         times: list[float] = []
+        cpu: list[float] = []
         for i in range(self.reps + 1):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
             proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
             elapsed = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if i:
+                # CPU time of the process and every child it waited for (Prefect's server).
+                cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
             if proc.returncode != 0:
                 tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
                 self.errors.append(f"{label}: exit {proc.returncode}: {tail}")
                 return None
             if i:
                 times.append(elapsed)
+        self.cpu_times[label] = cpu
         return times
 
     def import_times(
@@ -235,6 +245,11 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 if prefect
                 else None,
+            }
+            raw["process_cpu"] = {
+                "floor": h.cpu_times.get("python -c pass"),
+                "nbflow": h.cpu_times.get("nbflow run one_task.py:one"),
+                "prefect": h.cpu_times.get("python prefect_side.py one-flow"),
             }
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -369,6 +384,14 @@ def report(raw: dict[str, Any]) -> str:
             pf,
             "≤ 1/20 of Prefect",
             lambda: nb <= pf / 20,
+        )
+
+    if "process_cpu" in raw:
+        row(
+            "(d) the same, CPU time (user + sys, with child processes)",
+            _med(_get(raw, "process_cpu", "floor")),
+            _med(_get(raw, "process_cpu", "nbflow")),
+            _med(_get(raw, "process_cpu", "prefect")),
         )
 
     if "import" in raw:
