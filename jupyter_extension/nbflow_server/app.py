@@ -7,20 +7,37 @@ by every handler, the run-token signer, the event bus and the service loops.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Dict, Float, Integer, TraitError, Unicode, default, validate
+from traitlets import Any as AnyTrait
+from traitlets import (
+    Bool,
+    Dict,
+    Float,
+    Integer,
+    List,
+    TraitError,
+    Unicode,
+    default,
+    validate,
+)
 
 from nbflow.client.base import Client
 from nbflow.client.embedded import EmbeddedClient
+from nbflow.runners import Runner, get_runner
+from nbflow.schemas import FlowRun
 from nbflow.settings import get_settings
 from nbflow_server.events import EventBus
 from nbflow_server.handlers import API_PREFIX, ROUTES
 from nbflow_server.handlers.base import flow_run_event
 from nbflow_server.services import Service, ServiceGroup
+from nbflow_server.services.dispatcher import Dispatcher, DispatcherService, RunnerPool
+from nbflow_server.services.kernel_env import install_kernel_env
+from nbflow_server.services.monitors import Monitor, MonitorService
 from nbflow_server.services.scheduler import SchedulerService
 from nbflow_server.tokens import RunTokenSigner, load_or_create_secret
 
@@ -99,6 +116,45 @@ class NbflowApp(ExtensionApp):
         help="A Scheduled run not started this many seconds after its time is marked Late.",
     ).tag(config=True)
 
+    dispatch_interval = Float(
+        2.0, help="Seconds between two passes of the dispatcher that claims and submits due runs."
+    ).tag(config=True)
+
+    dispatch_runners = List(
+        Unicode(),
+        default_value=["subprocess"],
+        help=(
+            "Runners whose runs this server's dispatcher submits; runs of other runners are "
+            "left to `nbflow worker` processes."
+        ),
+    ).tag(config=True)
+
+    runner_classes = Dict(
+        key_trait=Unicode(),
+        value_trait=AnyTrait(),
+        help=(
+            "Runners not registered as entry points: name -> Runner subclass or "
+            "'module:ClassName' (they win over installed runners of the same name)."
+        ),
+    ).tag(config=True)
+
+    cancel_timeout = Float(
+        60.0,
+        help=(
+            "A Cancelling run is stopped with half this grace (at most 30 s) and is Cancelled "
+            "at the latest this many seconds after it became Cancelling."
+        ),
+    ).tag(config=True)
+
+    kernel_env_enabled = Bool(
+        True,
+        help=(
+            "Give kernels started by this server NBFLOW_API_URL and NBFLOW_API_TOKEN so "
+            "their %%flow/%%task runs report here (unless already set in the server's "
+            "environment)."
+        ),
+    ).tag(config=True)
+
     services_enabled = Bool(
         True,
         help="Run the scheduler, dispatcher and monitors in this server (False: API only).",
@@ -112,7 +168,14 @@ class NbflowApp(ExtensionApp):
     def _default_secret_file(self) -> str:
         return str(get_settings().home / "server_secret")
 
-    @validate("scheduler_interval", "monitor_interval", "heartbeat_timeout", "late_after_seconds")
+    @validate(
+        "scheduler_interval",
+        "monitor_interval",
+        "heartbeat_timeout",
+        "late_after_seconds",
+        "dispatch_interval",
+        "cancel_timeout",
+    )
     def _positive(self, proposal: Any) -> float:
         value = float(proposal["value"])
         if value <= 0:
@@ -137,17 +200,22 @@ class NbflowApp(ExtensionApp):
     event_bus: EventBus
     services: ServiceGroup
     scheduler: SchedulerService | None = None
+    dispatcher: DispatcherService | None = None
+    monitors: MonitorService | None = None
+    runners: RunnerPool
 
     def initialize_settings(self) -> None:
         """Open the store, load the token secret and prepare the services."""
         self.client = EmbeddedClient.from_url(self.db_url)
         self.signer = RunTokenSigner(load_or_create_secret(Path(self.secret_file)))
         self.event_bus = EventBus()
+        self.runners = RunnerPool(self._make_runner)
+        if self.kernel_env_enabled and self.serverapp is not None:
+            install_kernel_env(self.serverapp, self.kernel_environment)
         self.services = ServiceGroup(self._make_services() if self.services_enabled else ())
         self.log.info("nbflow: store %s", _redact(self.db_url))
 
     def _make_services(self) -> list[Service]:
-        # The dispatcher and monitors register here as they are built.
         self.scheduler = SchedulerService(
             self.client,
             interval=self.scheduler_interval,
@@ -156,7 +224,70 @@ class NbflowApp(ExtensionApp):
             runner_defaults=self.runner_defaults,
             on_created=lambda run: self.event_bus.publish(flow_run_event(run)),
         )
-        return [self.scheduler]
+        dispatch_runners = frozenset(self.dispatch_runners)
+        assert self.serverapp is not None
+        self.dispatcher = DispatcherService(
+            Dispatcher(
+                self.client,
+                self.runners,
+                dispatch_runners=dispatch_runners,
+                default_runner=self.default_runner,
+                runner_defaults=self.runner_defaults,
+                global_limit=self.global_concurrency_limit,
+                root_dir=str(Path(self.serverapp.root_dir).resolve()),
+                publish=self._publish_run,
+            ),
+            interval=self.dispatch_interval,
+        )
+        self.monitors = MonitorService(
+            Monitor(
+                self.client,
+                self.runners,
+                late_after=self.late_after_seconds,
+                heartbeat_timeout=self.heartbeat_timeout,
+                cancel_timeout=self.cancel_timeout,
+                dispatch_runners=dispatch_runners,
+                default_runner=self.default_runner,
+                publish=self._publish_run,
+            ),
+            interval=self.monitor_interval,
+        )
+        # Monitors first: their first pass reconciles what a previous server left behind.
+        return [self.monitors, self.scheduler, self.dispatcher]
+
+    def _publish_run(self, run: FlowRun) -> None:
+        self.event_bus.publish(flow_run_event(run))
+
+    def _make_runner(self, name: str) -> Runner:
+        """Build the runner ``name`` that reports to this server with per-run tokens."""
+        spec = self.runner_classes.get(name)
+        cls: type[Runner]
+        if spec is None:
+            cls = get_runner(name)
+        elif isinstance(spec, str):
+            module, _, attr = spec.partition(":")
+            cls = getattr(importlib.import_module(module), attr)
+        else:
+            cls = spec
+        return cls(
+            client=self.client,
+            api_url=self.api_url(),
+            token_factory=lambda run: self.mint_run_token(run.id),
+        )
+
+    def kernel_environment(self) -> dict[str, str]:
+        """Return what kernels started by this server need to report here."""
+        assert self.serverapp is not None
+        env = {"NBFLOW_API_URL": self.api_url()}
+        token = self.serverapp.identity_provider.token
+        if token:
+            env["NBFLOW_API_TOKEN"] = token
+        return env
+
+    def wake_dispatcher(self) -> None:
+        """Make the dispatcher pass now (a run became due)."""
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
 
     def wake_scheduler(self) -> None:
         """Make the scheduler pass now (after a deployment or its schedules changed)."""
@@ -178,6 +309,7 @@ class NbflowApp(ExtensionApp):
     async def stop_extension(self) -> None:
         """Stop the services and close the store."""
         await self.services.stop()
+        self.runners.close()
         self.client.close()
 
     def mint_run_token(self, flow_run_id: UUID) -> str:

@@ -14,6 +14,7 @@ duplicate transition id   ACCEPT again, nothing changes (safe client retries)
 force                     ACCEPT anything
 no current state          ACCEPT anything (a new run)
 claim once                ABORT →PENDING from PENDING, RUNNING, CANCELLING, CANCELLED
+                          (except Pending→Submitting: the claimer starts the infrastructure)
 already running           ABORT RUNNING→RUNNING
 terminal is final         REJECT terminal→anything but AwaitingRetry
 cancelling ends           REJECT CANCELLING→anything but CANCELLED or CRASHED
@@ -79,6 +80,10 @@ def _is_type(state: State | None, *types: StateType) -> bool:
 
 
 def _claim_once(c: _Ctx) -> _Outcome | None:
+    if c.proposed.is_named(StateType.PENDING, "Submitting") and (
+        c.current is not None and c.current.is_named(StateType.PENDING, "Pending")
+    ):
+        return None  # the claimer moves on to starting the infrastructure
     if c.proposed.type is StateType.PENDING and _is_type(
         c.current, StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.CANCELLED
     ):
