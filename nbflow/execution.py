@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import nbformat
 import papermill
@@ -44,7 +44,7 @@ from papermill.exceptions import PapermillExecutionError, strip_color
 from nbflow import notebooks as nbs
 from nbflow.client import Client, get_client
 from nbflow.exceptions import NbflowError, NotFound, ParameterError
-from nbflow.schemas import Artifact, FlowRun, Log, SetStateStatus
+from nbflow.schemas import Artifact, FlowRun, Log, SetStateStatus, TaskRun
 from nbflow.settings import get_settings
 from nbflow.states import (
     AwaitingRetry,
@@ -394,7 +394,9 @@ def _execute(
         _configure_kernel(km, setup[0], setup[1], start_timeout)
 
     try:
-        return _execute_notebook(client, run, prepared, kernel_name, km, out_path, start_timeout)
+        return _execute_notebook(
+            client, run, prepared, kernel_name, km, out_path, start_timeout, flow_name
+        )
     finally:
         if km.has_kernel:
             km.shutdown_kernel(now=True)
@@ -408,12 +410,14 @@ def _execute_notebook(
     km: Any,
     out_path: Path,
     start_timeout: float,
+    flow_name: str,
 ) -> ExecutionResult:
     run_id = run.id
     out_path.parent.mkdir(parents=True, exist_ok=True)
     reporter = _Reporter(client, run_id)
     reporter.start()
     NbflowEngine.current = None
+    whole = _start_notebook_task(client, run, prepared, flow_name)
     final: State
     code = EXIT_OK
     try:
@@ -459,6 +463,8 @@ def _execute_notebook(
     # A graceful shutdown lets the kernel flush its recorder: every task run is in the
     # store before the run's terminal state is.
     _shutdown(km, graceful=_uses_nbflow(prepared))
+    if whole is not None:
+        _end_notebook_task(client, whole, final)
     _, state = _propose(client, run_id, final)
     return ExecutionResult(code, state, str(out_path) if out_path.exists() else None)
 
@@ -483,6 +489,41 @@ def _configure_kernel(km: Any, env: Mapping[str, str], cwd: str | None, timeout:
             raise NbflowError(f"could not configure the kernel: {reply['content'].get('evalue')}")
     finally:
         kc.stop_channels()
+
+
+def _start_notebook_task(client: Client, run: FlowRun, nb: Any, name: str) -> TaskRun | None:
+    """Record a notebook without ``%%task`` cells as one task run (a one-task flow)."""
+    if nbs.task_cells({"cells": [dict(c) for c in nb.cells]}):
+        return None
+    state = Running()
+    task_run = TaskRun(
+        flow_run_id=run.id,
+        name=name,
+        task_key="notebook",
+        state=state,
+        run_count=1,
+        start_time=state.timestamp,
+    )
+    client.write_task_runs([task_run], [(task_run.id, state)])
+    return task_run
+
+
+def _end_notebook_task(client: Client, task_run: TaskRun, final: State) -> None:
+    end = final if final.is_terminal else Cancelled(message=final.message)
+    end = end.model_copy(update={"id": uuid4(), "timestamp": now()})
+    start = task_run.start_time or end.timestamp
+    done = task_run.model_copy(
+        update={
+            "state": end,
+            "end_time": end.timestamp,
+            "total_run_time": (end.timestamp - start).total_seconds(),
+            "updated": end.timestamp,
+        }
+    )
+    try:
+        client.write_task_runs([done], [(done.id, end)])
+    except Exception:
+        logger.warning("flow run %s: could not record the notebook task", task_run.flow_run_id)
 
 
 def _uses_nbflow(nb: Any) -> bool:

@@ -16,7 +16,7 @@ from nbflow.cli.notebook_run import create_notebook_run, launch, prepare_noteboo
 from nbflow.client.embedded import EmbeddedClient
 from nbflow.exceptions import ParameterError
 from nbflow.runners.subprocess import SubprocessRunner
-from nbflow.schemas import FlowRun, FlowRunCreate, TaskRunFilter
+from nbflow.schemas import DeploymentCreate, Flow, FlowRun, FlowRunCreate, TaskRunFilter
 from nbflow.settings import Settings
 from nbflow.states import Pending, StateType
 
@@ -63,6 +63,9 @@ def test_completed_with_injected_parameters_and_output_notebook(
     assert [(a.kind, a.uri) for a in artifacts] == [("notebook", final.output_path)]
     logs = client.read_logs(run.id).logs
     assert any("USUS" in log.message for log in logs)
+    # No %%task cells: the notebook is one task, named after the file.
+    tasks = client.read_task_runs(TaskRunFilter(flow_run_ids=[run.id]))
+    assert [(t.name, t.state.name if t.state else None) for t in tasks] == [("params", "Completed")]
 
 
 def test_failed_cell_keeps_its_traceback(
@@ -236,3 +239,53 @@ def test_prestarted_executor_runs_a_flow_notebook_once(
         assert runs[0][1] != runs[1][1]
     finally:
         runner.close()
+
+
+def test_deployment_snapshot_is_executed_without_the_file(
+    client: EmbeddedClient, write_notebook: Callable[..., Path]
+) -> None:
+    path = write_notebook("snap.ipynb", ["n = 1", "print('snapshot', n)"], parameters=0)
+    snapshot = json.loads(path.read_text())
+    path.unlink()  # the runner needs no shared filesystem
+    flow = client.create_flow(Flow(name="snap"))
+    deployment = client.create_deployment(
+        DeploymentCreate(flow_id=flow.id, name="d", notebook=snapshot, parameters={"n": 4})
+    )
+    run = client.create_flow_run(
+        FlowRunCreate(
+            flow_id=flow.id,
+            deployment_id=deployment.id,
+            parameters={"n": 5},
+            state=Pending(),
+            mode="batch",
+        )
+    )
+    runner = SubprocessRunner(client=client)
+    infra = launch(client, run, runner)
+    assert runner.wait(infra, timeout=240) == 0
+    final = client.read_flow_run(run.id)
+    assert final.state is not None and final.state.type is StateType.COMPLETED, final.state
+    assert final.output_path is not None
+    assert "snapshot 5\n" in _outputs(final.output_path)
+
+
+def test_nbflow_run_command(
+    client: EmbeddedClient,
+    write_notebook: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from nbflow.cli import main
+
+    good = write_notebook("good.ipynb", ["n = 1", "print(n * 2)"], parameters=0)
+    assert main(["run", str(good), "-p", "n=21"]) == 0
+    out = capsys.readouterr().out
+    assert "state:  Completed" in out and "output: " in out and "run id: " in out
+    output = out.split("output: ")[1].split()[0]
+    assert "42\n" in _outputs(output)
+    bad = write_notebook("bad.ipynb", ["1 / 0"])
+    assert main(["run", str(bad)]) == 1
+    assert "state:  Failed" in capsys.readouterr().out
+    assert main(["run", str(good), "-p", "n=x"]) == 2
+    assert "expected integer" in capsys.readouterr().err
+    assert main(["run", str(good), "--runner", "nope"]) == 2
+    assert "Available runners" in capsys.readouterr().err
