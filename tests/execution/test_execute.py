@@ -289,3 +289,23 @@ def test_nbflow_run_command(
     assert "expected integer" in capsys.readouterr().err
     assert main(["run", str(good), "--runner", "nope"]) == 2
     assert "Available runners" in capsys.readouterr().err
+
+
+def test_wait_is_honoured_until_the_scheduled_time(
+    client: EmbeddedClient, write_notebook: Callable[..., Path]
+) -> None:
+    from datetime import timedelta
+
+    from nbflow.states import Scheduled, now
+
+    path = write_notebook("later.ipynb", ["print('ran')"])
+    flow = client.create_flow(Flow(name="later"))
+    at = now() + timedelta(seconds=2)
+    run = client.create_flow_run(
+        FlowRunCreate(flow_id=flow.id, state=Scheduled(at), notebook_path=str(path), mode="batch")
+    )
+    runner = SubprocessRunner(client=client)
+    assert runner.wait(launch(client, run, runner), timeout=240) == 0
+    states = client.read_flow_run_states(run.id)
+    assert [s.name for s in states] == ["Scheduled", "Running", "Completed"]
+    assert states[1].timestamp >= at  # the gate answered WAIT until then
