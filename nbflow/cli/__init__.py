@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "execute": ("nbflow.cli.execute", "execute a flow run's notebook (what runners launch)"),
     "batch": ("nbflow.cli.batch", "run a notebook once per combination of a parameter grid"),
     "server": ("nbflow.cli.server", "start a headless Jupyter server with only the nbflow API"),
+    "worker": ("nbflow.cli.worker", "claim and run a server's due runs of one runner"),
+    "deploy": ("nbflow.cli.deploy", "deploy a notebook to the server, optionally on a schedule"),
+    "deployments": ("nbflow.cli.deployments", "list, pause, resume, run and delete deployments"),
+    "cancel": ("nbflow.cli.cancel", "cancel a flow run"),
 }
 
 

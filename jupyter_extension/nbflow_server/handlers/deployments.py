@@ -9,6 +9,7 @@ import nbformat
 from jupyter_core.utils import ensure_async
 
 from nbflow.exceptions import ValidationError
+from nbflow.runners import available_runners
 from nbflow.schemas import Deployment, DeploymentCreate, FlowRun, FlowRunCreate, FlowRunFilter
 from nbflow.states import Scheduled, StateType
 from nbflow_server.handlers.base import NbflowHandler, RunAccess, endpoint, flow_run_event
@@ -38,6 +39,15 @@ def _check_notebook(content: dict[str, Any], field: str) -> dict[str, Any]:
     return content
 
 
+def _check_runner(runner: str | None, field: str) -> None:
+    """Refuse a runner that is not installed in this server, listing the installed ones."""
+    known = available_runners()
+    if runner is not None and runner not in known:
+        raise ValidationError(
+            field, runner, "is not an installed runner", f"use one of: {', '.join(known)}"
+        )
+
+
 class DeploymentsHandler(NbflowHandler):
     """``/deployments``."""
 
@@ -64,6 +74,8 @@ class DeploymentsHandler(NbflowHandler):
     )
     async def post(self) -> None:
         create = self.parse_body(DeploymentCreate)
+        if "runner" in create.model_fields_set:
+            _check_runner(create.runner, "body.runner")
         for i, schedule in enumerate(create.schedules):
             check_schedule(schedule, f"body.schedules.{i}")
         changes: dict[str, Any] = {}
@@ -135,6 +147,7 @@ class DeploymentHandler(NbflowHandler):
     async def patch(self, deployment_id: str) -> None:
         did = self.parse_uuid("deployment_id", deployment_id)
         update = self.parse_body(DeploymentUpdate)
+        _check_runner(update.runner, "body.runner")
         for i, schedule in enumerate(update.schedules or []):
             check_schedule(schedule, f"body.schedules.{i}")
         changes = self.changes_of(update, nullable={"concurrency_limit", "description"})

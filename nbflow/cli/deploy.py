@@ -1,0 +1,196 @@
+"""``nbflow deploy NOTEBOOK --name NAME``: deploy a notebook to the server with a schedule.
+
+Registers the flow of the notebook's ``%%flow`` cell, uploads the notebook (or names it by
+its path under the server's root with ``--server-path``) and creates or updates the
+deployment; prints its id and the next run times.  Bad values are refused by the server,
+whose message names the field; it is shown against the option that set it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from nbflow import notebooks as nbs
+from nbflow.cli import UsageError
+from nbflow.cli._output import format_time
+from nbflow.cli.notebook_run import parse_job_variables
+from nbflow.client.http import HTTPClient
+from nbflow.deployments import (
+    DeploySpec,
+    deploy_notebook,
+    describe_schedule,
+    next_run_times,
+    option_of_field,
+    read_server_notebook,
+    server_client,
+)
+from nbflow.exceptions import ValidationError
+from nbflow.magics_args import parse_duration
+from nbflow.schemas import Deployment, Flow
+from nbflow.settings import get_settings
+
+__all__ = ["parse_deploy_parameters", "print_deployment", "raise_as_usage", "register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``deploy`` command."""
+    parser = subparsers.add_parser(
+        "deploy",
+        help="deploy a notebook to the nbflow server, optionally on a schedule",
+        description="Deploy NOTEBOOK to the nbflow server (NBFLOW_API_URL, NBFLOW_API_TOKEN): "
+        "register the flow of its %%flow cell, store a snapshot of the notebook and create "
+        "or update the deployment NAME with its schedule. Prints the deployment id and "
+        "the next run times.",
+        epilog="example: nbflow deploy report.ipynb --name daily --cron '0 6 * * *' "
+        "--timezone Europe/Berlin -p region=EU",
+    )
+    parser.add_argument("notebook", metavar="NOTEBOOK.ipynb", help="the notebook to deploy")
+    parser.add_argument("--name", required=True, help="the deployment's name (unique per flow)")
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--cron", metavar="EXPR", help="a cron schedule, e.g. '0 6 * * *'")
+    when.add_argument(
+        "--interval",
+        metavar="SECONDS",
+        help="run every SECONDS (or a duration: 30m, 1h, 1d)",
+    )
+    parser.add_argument(
+        "--timezone", default="UTC", metavar="TZ", help="IANA time zone of --cron (UTC)"
+    )
+    parser.add_argument(
+        "--runner", default=None, help="the runner of its runs (default: the server's)"
+    )
+    parser.add_argument(
+        "--job-variable",
+        "-j",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a runner job variable (env.NAME=VALUE sets one variable); repeatable",
+    )
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a default parameter value of the deployment's runs; repeatable",
+    )
+    parser.add_argument("--paused", action="store_true", help="create it paused")
+    parser.add_argument(
+        "--server-path",
+        action="store_true",
+        help="NOTEBOOK is a path relative to the server's root: the server snapshots it "
+        "(default: upload the local file)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the deployment as JSON")
+    parser.set_defaults(handler=handle, prog=parser.prog)
+
+
+def parse_deploy_parameters(schema: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
+    """Turn ``-p key=value`` pairs into values typed by the flow's parameters schema."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"-p {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = nbs.coerce_parameter(schema, key.strip(), text)
+    return out
+
+
+def raise_as_usage(exc: ValidationError, values: dict[str, str]) -> None:
+    """Re-raise a (server) validation error as a usage error naming the option and value."""
+    option = option_of_field(exc.field) if exc.field else None
+    if option is None:
+        raise UsageError(str(exc)) from exc
+    value = values.get(option)
+    shown = f" {value!r}" if value is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    raise UsageError(f"{option}{shown}: {problem} (server field {exc.field})") from exc
+
+
+def _interval(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text, "--interval").total_seconds()
+    except ValidationError as exc:
+        raise UsageError(f"--interval {text!r}: {exc.problem}; give seconds or 30m, 1h") from exc
+
+
+def _load(client: HTTPClient, args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """Return the notebook and the path it is named by."""
+    if args.server_path:
+        token = get_settings().api_token
+        return read_server_notebook(client, args.notebook, token), args.notebook
+    path = Path(args.notebook)
+    if path.suffix != ".ipynb":
+        raise UsageError(f"{args.notebook!r} is not a notebook (.ipynb)")
+    return nbs.read_notebook(path), str(path)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Deploy the notebook."""
+    client = server_client("nbflow deploy")
+    try:
+        nb, path = _load(client, args)
+    except nbs.NotebookFormatError as exc:
+        raise UsageError(str(exc)) from exc
+    flow_cell = nbs.find_flow_cell(nb, source=path)
+    schema = nbs.parameters_schema(flow_cell.parameters) if flow_cell else {}
+    spec = DeploySpec(
+        name=args.name,
+        cron=args.cron,
+        timezone=args.timezone,
+        interval_seconds=_interval(args.interval),
+        runner=args.runner,
+        job_variables=parse_job_variables(args.job_variable),
+        parameters=parse_deploy_parameters(schema, args.param),
+        paused=args.paused,
+    )
+    values = {
+        "--cron": args.cron,
+        "--timezone": args.timezone,
+        "--interval": args.interval,
+        "--runner": args.runner,
+        "--name": args.name,
+    }
+    values.update({f"-p {k}": json.dumps(v) for k, v in spec.parameters.items()})
+    try:
+        flow, deployment = deploy_notebook(
+            client, nb, spec, path=path, server_path=path if args.server_path else None
+        )
+    except ValidationError as exc:
+        raise_as_usage(exc, {k: v for k, v in values.items() if v is not None})
+        raise
+    if args.json:
+        doc = deployment.model_dump(mode="json", exclude={"notebook"})
+        json.dump(doc, sys.stdout, indent=2)
+        print()
+        return 0
+    print_deployment(flow, deployment)
+    return 0
+
+
+def print_deployment(flow: Flow, deployment: Deployment, *, file: Any = None) -> None:
+    """Print a deployment's id, runner, schedule and next run times."""
+    out = file or sys.stdout
+    print(f"deployed {deployment.name!r} of flow {flow.name!r}", file=out)
+    print(f"  deployment id: {deployment.id}", file=out)
+    print(f"  runner:        {deployment.runner}", file=out)
+    if deployment.parameters:
+        params = ", ".join(f"{k}={json.dumps(v)}" for k, v in deployment.parameters.items())
+        print(f"  parameters:    {params}", file=out)
+    if not deployment.schedules:
+        hint = f"nbflow deployments run {str(deployment.id)[:8]}"
+        print(f"  schedule:      none (run it now with: {hint})", file=out)
+    for schedule in deployment.schedules:
+        print(f"  schedule:      {describe_schedule(schedule)}", file=out)
+        if deployment.paused:
+            print("  next runs:     none while paused (nbflow deployments resume)", file=out)
+            continue
+        times = ", ".join(format_time(t) for t in next_run_times(schedule))
+        print(f"  next runs:     {times}", file=out)
