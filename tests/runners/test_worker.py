@@ -1,0 +1,213 @@
+"""``nbflow worker``: claims due runs of its runner exactly once, even racing the server.
+
+A live ``nbflow server`` with its services on; its dispatcher and the workers use
+:class:`~tests.runners.live.QuickRunner` (a real subprocess runner whose process exits at
+once), because what is under test is who claims and submits each run.  The Docker and
+Kubernetes test modules run real notebooks through the runners themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from nbflow.cli import EXIT_USAGE, main
+from nbflow.client.http import HTTPClient
+from nbflow.schemas import FlowRun, FlowRunCreate
+from nbflow.states import Scheduled, StateType, now
+from nbflow.worker import Worker, run_token_factory
+from tests.runners.live import LiveServer, QuickRunner, start_server, stop_server
+
+QUICK = "tests.runners.live:QuickRunner"
+
+
+@pytest.fixture(scope="module")
+def dispatching_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A live server whose dispatcher submits subprocess runs (with QuickRunner) fast."""
+    server = start_server(
+        tmp_path_factory.mktemp("dispatching"),
+        "--set", f"NbflowApp.runner_classes=subprocess={QUICK}",
+        "--set", "NbflowApp.dispatch_interval=0.1",
+        services=True,
+    )  # fmt: skip
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def _scheduled_runs(server: LiveServer, runner: str, count: int, delay: float) -> list[FlowRun]:
+    """Create ``count`` batch runs of a new deployment, all due ``delay`` seconds from now."""
+    flow, deployment = server.deploy(["x = 1"], runner)
+    at = now() + timedelta(seconds=delay)
+    return [
+        server.client.create_flow_run(
+            FlowRunCreate(
+                flow_id=flow.id,
+                deployment_id=deployment.id,
+                runner=runner,
+                mode="batch",
+                state=Scheduled(scheduled_time=at),
+            )
+        )
+        for _ in range(count)
+    ]
+
+
+def _worker(server: LiveServer, runner_name: str, **kwargs: object) -> tuple[Worker, HTTPClient]:
+    client = HTTPClient(server.url, token=server.token)
+    runner = QuickRunner(
+        client=client, api_url=server.url, token_factory=server.run_token, output=lambda _: None
+    )
+    return Worker(client, runner, runner_name=runner_name, **kwargs), client  # type: ignore[arg-type]
+
+
+def _left_scheduled(server: LiveServer, ids: list[UUID]) -> int:
+    return sum(1 for i in ids if server.client.read_flow_run(i).state_type is StateType.SCHEDULED)
+
+
+def _wait_submitted(server: LiveServer, ids: list[UUID]) -> None:
+    """Wait until every run has an infrastructure id (claims are submitted asynchronously)."""
+    deadline = time.monotonic() + 120
+    while not all(server.client.read_flow_run(i).infrastructure_id for i in ids):
+        assert time.monotonic() < deadline, "claimed runs were never submitted"
+        time.sleep(0.2)
+
+
+def test_dispatcher_and_worker_race_and_each_run_is_claimed_once(
+    dispatching_server: LiveServer,
+) -> None:
+    server = dispatching_server
+    runs = _scheduled_runs(server, "subprocess", 16, delay=3)
+    ids = [r.id for r in runs]
+    worker, client = _worker(server, "subprocess")
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.serve, args=(stop, 0.02), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while _left_scheduled(server, ids):
+            assert time.monotonic() < deadline, "runs stayed Scheduled"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert worker.wait_all(60)
+    _wait_submitted(server, ids)
+    by_worker = by_server = 0
+    for run_id in ids:
+        states = server.client.read_flow_run_states(run_id)
+        claims = [s for s in states if s.name == "Pending"]
+        assert len(claims) == 1, [(s.name, s.message) for s in states]
+        assert [s.name for s in states].count("Submitting") == 1
+        assert server.client.read_flow_run(run_id).infrastructure_id
+        if "worker" in (claims[0].message or ""):
+            by_worker += 1
+            assert run_id in worker.claimed
+        else:
+            by_server += 1
+            assert run_id not in worker.claimed
+    assert by_worker + by_server == len(ids)
+    assert len(worker.claimed) == by_worker
+    print(f"claims: worker {by_worker}, server dispatcher {by_server}")
+    client.close()
+
+
+def test_server_leaves_other_runners_to_workers_and_two_workers_claim_once(
+    dispatching_server: LiveServer,
+) -> None:
+    server = dispatching_server
+    ours = _scheduled_runs(server, "docker", 12, delay=0)
+    theirs = _scheduled_runs(server, "subprocess", 1, delay=0)
+    server.wait_state(theirs[0].id, "PENDING", "RUNNING", "COMPLETED", "CRASHED")
+    time.sleep(0.5)  # several more dispatcher passes (0.1 s apart)
+    assert _left_scheduled(server, [r.id for r in ours]) == len(ours)
+
+    workers = [_worker(server, "docker", limit=4, name=f"w{i}") for i in range(2)]
+    stop = threading.Event()
+    threads = [threading.Thread(target=w.serve, args=(stop, 0.02), daemon=True) for w, _ in workers]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 120
+        while _left_scheduled(server, [r.id for r in ours]):
+            assert time.monotonic() < deadline, "runs stayed Scheduled"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    _wait_submitted(server, [r.id for r in ours])
+    claimed = [set(w.claimed) for w, _ in workers]
+    assert claimed[0].isdisjoint(claimed[1])
+    assert claimed[0] | claimed[1] == {r.id for r in ours}
+    for run in ours:
+        names = [s.name for s in server.client.read_flow_run_states(run.id)]
+        assert names.count("Pending") == 1 and names.count("Submitting") == 1, names
+    for w, c in workers:
+        assert w.wait_all(60)
+        c.close()
+
+
+def test_worker_gives_runs_their_own_token(dispatching_server: LiveServer) -> None:
+    tokens = run_token_factory(dispatching_server.secret_file)
+    run = _scheduled_runs(dispatching_server, "docker", 1, delay=0)[0]
+    assert tokens(run) == dispatching_server.run_token(run)
+
+
+def test_worker_command_line(dispatching_server: LiveServer, tmp_path: Path) -> None:
+    server = dispatching_server
+    runs = _scheduled_runs(server, "kubernetes", 2, delay=0)
+    env = {
+        **os.environ,
+        "NBFLOW_API_URL": server.url,
+        "NBFLOW_API_TOKEN": server.token,
+        "NBFLOW_HOME": str(tmp_path),
+    }
+    # The real command line, with every runner name resolving to QuickRunner in that process.
+    code = (
+        "import sys\n"
+        "import nbflow.runners as r\n"
+        "from tests.runners.live import QuickRunner\n"
+        "r.get_runner = lambda name: QuickRunner\n"
+        "from nbflow.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "worker", "--runner", "kubernetes", "--once",
+         "--secret-file", str(server.secret_file), "--limit", "5"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("submitted as") == 2, done.stdout
+    for run in runs:
+        assert server.client.read_flow_run(run.id).state_type is not StateType.SCHEDULED
+
+
+def test_worker_usage_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("NBFLOW_API_URL", raising=False)
+    from nbflow.settings import reload_settings
+
+    reload_settings()
+    try:
+        assert main(["worker", "--runner", "docker"]) == EXIT_USAGE
+        assert "NBFLOW_API_URL" in capsys.readouterr().err
+        monkeypatch.setenv("NBFLOW_API_URL", "http://127.0.0.1:1/nbflow/api/v1")
+        reload_settings()
+        assert main(["worker", "--runner", "nope"]) == EXIT_USAGE
+        assert "nope" in capsys.readouterr().err
+        assert main(["worker", "--runner", "docker", "--limit", "0"]) == EXIT_USAGE
+    finally:
+        monkeypatch.undo()
+        reload_settings()
