@@ -113,6 +113,52 @@ def _map_error(exc: Exception, where: str) -> ApiError | None:
     return None
 
 
+_INT64 = 2**63
+
+
+def _big_int_path(data: Any, path: str) -> str | None:
+    """Return the dotted path of the first integer in JSON data beyond 64 bits."""
+    if isinstance(data, bool):
+        return None
+    if isinstance(data, int):
+        return None if -_INT64 <= data < _INT64 else path
+    items: Any = (
+        data.items()
+        if isinstance(data, dict)
+        else enumerate(data)
+        if isinstance(data, list)
+        else ()
+    )
+    for key, value in items:
+        found = _big_int_path(value, f"{path}.{key}")
+        if found is not None:
+            return found
+    return None
+
+
+def _out_of_range(handler: web.RequestHandler) -> ApiError:
+    """Return the 400 of a number too large to store, naming the field when it can be found."""
+    field: str | None = None
+    for name, values in handler.request.query_arguments.items():
+        for raw in values:
+            try:
+                field = _big_int_path(int(raw), f"query.{name}")
+            except ValueError:
+                continue
+            if field:
+                break
+        if field:
+            break
+    if field is None and handler.request.body:
+        try:
+            field = _big_int_path(json.loads(handler.request.body), "body")
+        except ValueError:
+            pass
+    problem = "is out of range (integers must fit in 64 bits; durations and times in a year 9999)"
+    field = field or "request"
+    return ApiError(400, f"{field} {problem}", [{"field": field, "problem": problem}])
+
+
 def _is_list_field(annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if origin is list:
@@ -142,6 +188,9 @@ def endpoint(
                 await method(self, *args, **kwargs)
             except web.HTTPError:
                 raise
+            except OverflowError as exc:
+                # A number the store (64-bit integers) or datetime cannot hold: the input's fault.
+                raise _out_of_range(self) from exc
             except Exception as exc:
                 error = _map_error(exc, "request")
                 if error is None:
