@@ -272,6 +272,7 @@ class KubernetesRunner(Runner):
                     outcome = _pod_outcome(pod)
                     if outcome is not None:
                         watcher.stop()
+                        outcome = self._job_cause(batch, job) or outcome
                         if outcome.reason and outcome.reason.split(":")[0] in IMAGE_ERRORS:
                             self._delete(job.config, job.name, grace_seconds=0)
                         return outcome
@@ -290,6 +291,22 @@ class KubernetesRunner(Runner):
                 log_thread.join(10)
             if shipper is not None:
                 shipper.close()
+
+    def _job_cause(self, batch: Any, job: _Job) -> _Outcome | None:
+        """Return the Job's own failure cause (DeadlineExceeded) once its pod ended."""
+        k8s = _k8s()
+        for _ in range(10):  # the Job's condition may trail its pod's end a little
+            try:
+                status = batch.read_namespaced_job_status(job.name, job.namespace).status
+            except k8s.client.ApiException:
+                return None
+            deadline = _condition(status, "Failed", "DeadlineExceeded")
+            if deadline is not None:
+                return _Outcome(-1, f"DeadlineExceeded: {deadline}")
+            if status.succeeded or _condition(status, "Failed", None) is not None:
+                return None
+            time.sleep(POLL_SECONDS)
+        return None
 
     def _stream_logs(self, core: Any, job: _Job, pod: str, shipper: LogShipper) -> None:
         try:

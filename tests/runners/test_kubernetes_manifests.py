@@ -45,7 +45,7 @@ TEMPLATE = {
     "spec": {
         "template": {
             "spec": {
-                "priorityClassName": "low",
+                "terminationGracePeriodSeconds": 45,
                 "containers": [
                     {"name": "sidecar", "image": "busybox:1.36", "command": ["sleep", "1"]},
                     {"name": "nbflow", "env": [{"name": "FROM_TEMPLATE", "value": "1"}]},
@@ -136,7 +136,7 @@ def test_job_fields_follow_the_job_variables() -> None:
 def test_template_is_kept_and_filled() -> None:
     manifest, _ = _render({"job_template": TEMPLATE, "image": "nbflow"})
     pod = manifest["spec"]["template"]["spec"]
-    assert pod["priorityClassName"] == "low"
+    assert pod["terminationGracePeriodSeconds"] == 45
     assert [c["name"] for c in pod["containers"]] == ["sidecar", "nbflow"]
     nbflow = pod["containers"][1]
     assert nbflow["imagePullPolicy"] == "Always"  # untagged: Kubernetes' default
