@@ -38,7 +38,7 @@ function formDialog(
   render: (close: () => void) => React.ReactElement
 ): Promise<void> {
   let dialog: Dialog<unknown> | null = null;
-  const close = () => dialog?.resolve(0);
+  const close = () => dialog?.reject();
   const body = ReactWidget.create(render(close));
   body.addClass('nbflow-dialog-body');
   dialog = new Dialog({ title, body, buttons: [], hasClose: true });
@@ -65,8 +65,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
     fileBrowser: IDefaultFileBrowser | null
   ) => {
     const serverSettings = app.serviceManager.serverSettings;
+    // cache 'no-cache' (revalidate) instead of the default 'no-store', whose cache buster
+    // (`&<timestamp>`) the API refuses as an unknown query parameter.
     const api = new NbflowApi((path, init) =>
-      ServerConnection.makeRequest(serverSettings.baseUrl + path, init, serverSettings)
+      ServerConnection.makeRequest(
+        serverSettings.baseUrl + path,
+        { cache: 'no-cache', ...init },
+        serverSettings
+      )
     );
     const settings: PanelSettings = { ...DEFAULT_SETTINGS };
     const contents = app.serviceManager.contents;

@@ -17,7 +17,7 @@ module.exports = {
     appPath: '/lab',
     video: 'off',
     trace: 'retain-on-failure',
-    viewport: { width: 1400, height: 900 },
+    viewport: { width: 1400, height: 1250 },
     launchOptions: {
       executablePath: process.env.NBFLOW_CHROMIUM || '/usr/bin/chromium',
       args: [

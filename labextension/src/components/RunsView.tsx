@@ -1,7 +1,7 @@
 import * as React from 'react';
-import { Flow, FlowRun, STATE_TYPES, StateType } from '../api';
+import { Deployment, Flow, FlowRun, STATE_TYPES, StateType } from '../api';
 import { formatDuration, formatTime, runDuration } from '../format';
-import { RunsModel } from '../model';
+import { isTerminal, RunsModel } from '../model';
 import { PanelContext } from './context';
 import { ErrorLine, StateBadge, useChanged, useClock } from './common';
 
@@ -15,9 +15,29 @@ export function RunsView(props: {
   useChanged(model);
   const now = useClock(1000);
   const [flows, setFlows] = React.useState<Flow[]>([]);
+  const [deployments, setDeployments] = React.useState<Map<string, Deployment>>(new Map());
+  const [cancelError, setCancelError] = React.useState<string | null>(null);
   React.useEffect(() => {
     ctx.api.listFlows().then(setFlows, () => undefined);
+    ctx.api.listDeployments().then(ds => setDeployments(new Map(ds.map(d => [d.id, d]))), () => undefined);
   }, [model.total]);
+  const cancel = async (run: FlowRun) => {
+    const ok = await ctx.confirm(
+      'Cancel flow run?',
+      `Cancel "${run.name}" (${run.state?.name ?? 'no state'})? The runner stops its process.`,
+      'Cancel run'
+    );
+    if (!ok) {
+      return;
+    }
+    try {
+      await ctx.api.cancelRun(run.id);
+      setCancelError(null);
+      await model.refresh();
+    } catch (err) {
+      setCancelError((err as Error).message);
+    }
+  };
   const stateFilter = model.filter.stateTypes[0] ?? '';
   return (
     <div className="nbflow-runs">
@@ -62,7 +82,7 @@ export function RunsView(props: {
           {model.live ? '● live' : '○ polling'}
         </span>
       </div>
-      <ErrorLine error={model.error} />
+      <ErrorLine error={model.error ?? cancelError} />
       <table className="nbflow-table nbflow-runs-table">
         <thead>
           <tr>
@@ -71,6 +91,7 @@ export function RunsView(props: {
             <th>Flow / deployment</th>
             <th>Start</th>
             <th>Duration</th>
+            <th></th>
           </tr>
         </thead>
         <tbody>
@@ -88,15 +109,32 @@ export function RunsView(props: {
               <td className="nbflow-run-name">{run.name}</td>
               <td>
                 <div>{run.flow_name ?? ''}</div>
-                <div className="nbflow-dim">{run.deployment_id ? deploymentLabel(run) : run.mode}</div>
+                <div className="nbflow-dim">
+                  {run.deployment_id ? deployments.get(run.deployment_id)?.name ?? deploymentLabel(run) : run.mode}
+                </div>
               </td>
               <td>{formatTime(run.start_time ?? run.expected_start_time)}</td>
               <td>{formatDuration(runDuration(run, now))}</td>
+              <td>
+                {!isTerminal(run.state) && (
+                  <button
+                    className="nbflow-row-cancel"
+                    title="Cancel this run"
+                    aria-label={`Cancel ${run.name}`}
+                    onClick={e => {
+                      e.stopPropagation();
+                      void cancel(run);
+                    }}
+                  >
+                    ✕
+                  </button>
+                )}
+              </td>
             </tr>
           ))}
           {!model.items.length && !model.loading && (
             <tr>
-              <td colSpan={5} className="nbflow-empty">
+              <td colSpan={6} className="nbflow-empty">
                 No flow runs{model.filter.stateTypes.length || model.filter.flowName ? ' match the filter' : ' yet'}.
               </td>
             </tr>

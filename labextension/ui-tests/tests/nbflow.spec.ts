@@ -21,12 +21,14 @@ function notebook(cells: string[]): string {
 }
 
 const QUICK = notebook([
+  '%load_ext nbflow',
   '%%flow daily_sales --schedule "0 6 * * *" --timezone Europe/Berlin\nregion = "EU"\ndays = 7\n',
   '%%task extract\nrows = [d * 10 for d in range(days)]\n',
   '%%task report\ntotal = sum(rows)\nprint(region, total)\n'
 ]);
 
 const SLOW = notebook([
+  '%load_ext nbflow',
   '%%flow slow_flow\nseconds = 300\n',
   '%%task wait\nimport time\nfor _ in range(seconds):\n    time.sleep(1)\n'
 ]);
@@ -52,6 +54,7 @@ async function ensureDispatched(page: IJupyterLabPageFixture, runId: string): Pr
 
 async function openPanel(page: IJupyterLabPageFixture): Promise<void> {
   await page.sidebar.openTab('nbflow-panel');
+  await page.sidebar.setWidth(560, 'left');
   await expect(page.locator('#nbflow-panel .nbflow-title')).toBeVisible();
 }
 
@@ -88,6 +91,7 @@ test.describe('nbflow panel', () => {
     // a bad cron: the server's message in place, nothing saved
     await form.locator('input[name="cron"]').fill('61 * * * *');
     await expect(form.locator('.nbflow-field-error[data-field="cron"]')).toContainText('not a valid cron expression');
+    await page.locator('.nbflow-dialog .jp-Dialog-content').screenshot({ path: `${SHOTS}/schedule-dialog-error.png` });
     await form.locator('input[name="cron"]').fill('30 6 * * 1-5');
     await expect(form.locator('.nbflow-field-error[data-field="cron"]')).toHaveCount(0);
     await expect(form.locator('.nbflow-preview li')).toHaveCount(5);
@@ -96,6 +100,7 @@ test.describe('nbflow panel', () => {
     await form.locator('button.nbflow-save-run').click();
     await expect(page.locator('.nbflow-schedule-form')).toHaveCount(0);
 
+    await page.sidebar.setWidth(560, 'left');
     const runId = await latestRunId(page, 'daily_sales');
     const row = page.locator(`#nbflow-panel .nbflow-run-row[data-run-id="${runId}"]`);
     await expect(row).toBeVisible();
@@ -129,6 +134,7 @@ test.describe('nbflow panel', () => {
     await form.locator('input[name="kind"][value="none"]').check();
     await form.locator('button.nbflow-save-run').click();
     await expect(form).toHaveCount(0);
+    await page.sidebar.setWidth(560, 'left');
 
     const runId = await latestRunId(page, 'slow_flow');
     const row = page.locator(`#nbflow-panel .nbflow-run-row[data-run-id="${runId}"]`);
