@@ -97,13 +97,14 @@ def test_every_rule_has_a_row() -> None:
 
 
 def test_not_before_its_time_waits_with_delay() -> None:
-    run = run_in(S.Scheduled(FUTURE), expected_start_time=FUTURE)
-    decision = evaluate(run, S.Running())
+    at = now()
+    future = at + timedelta(minutes=5)
+    run = run_in(S.Scheduled(future), expected_start_time=future)
+    decision = evaluate(run, S.Running(), at=at)
     assert decision.status is WAIT
-    assert decision.result.delay_seconds is not None
-    assert 200 < decision.result.delay_seconds <= 300
+    assert decision.result.delay_seconds == pytest.approx(300)
     # a claimed (Pending) run that is still early waits too
-    assert evaluate(run_in(S.Pending(), expected_start_time=FUTURE), S.Running()).status is WAIT
+    assert evaluate(run_in(S.Pending(), expected_start_time=future), S.Running()).status is WAIT
     # on time: accepted
     assert (
         evaluate(run_in(S.Scheduled(PAST), expected_start_time=PAST), S.Running()).status is ACCEPT
