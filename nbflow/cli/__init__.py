@@ -8,6 +8,11 @@ an optional extra fails only when it is used.  Later commands (``execute``, ``ba
 ``deploy``, ``server``, ``worker``, ``cancel``) are one module plus one row in
 :data:`COMMANDS`.
 
+Run from the console script (``argv=None``), a command that sets the default
+``exit_without_teardown=True`` (``nbflow run``) ends the process with ``os._exit`` once
+its output is flushed, ``atexit`` handlers have run and no non-daemon thread is left: the
+interpreter's teardown only frees memory and costs a few hundred milliseconds.
+
 Exit codes: 0 success; 1 a run that did not complete or an operation that failed;
 2 a usage error (bad arguments, unknown flow, bad parameter).  Errors are one line on
 stderr: ``nbflow: error: ...``.
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -122,4 +129,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # `nbflow runs ls | head`: the reader left; that is not an error.
         return EXIT_OK
+    if argv is None and getattr(args, "exit_without_teardown", False):
+        _exit_without_teardown(code)
     return code
+
+
+def _exit_without_teardown(code: int) -> None:
+    """End the process now with ``code`` (unless a non-daemon thread still runs).
+
+    Everything a normal exit does that matters is done first: ``atexit`` handlers (user
+    code may register some), logging handlers flushed and closed, stdio flushed.  Skipped:
+    the interpreter's teardown (module and object finalization), which only frees memory.
+    """
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
+        return  # the normal exit waits for them
+    import atexit
+
+    atexit._run_exitfuncs()  # logging.shutdown() among them: handlers flushed and closed
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing left to flush
+            pass
+    os._exit(code)

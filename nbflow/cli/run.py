@@ -73,7 +73,8 @@ def register(subparsers: Any) -> None:
     from nbflow.cli.notebook_run import add_notebook_options
 
     add_notebook_options(parser)  # notebooks only: -f, --runner, -j, --detach
-    parser.set_defaults(handler=handle, prog=parser.prog)
+    # Everything is in the store when handle() returns: skip the interpreter's teardown.
+    parser.set_defaults(handler=handle, prog=parser.prog, exit_without_teardown=True)
 
 
 # -- loading -------------------------------------------------------------------------------

@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import pickle
 import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import cloudpickle
 
 from nbflow.exceptions import NbflowError
 from nbflow.states import now
@@ -70,6 +69,8 @@ class ResultStore:
         """Persist ``value`` under ``key``; return where it went."""
         created = now()
         record = ResultRecord(value, created + expiration if expiration else None, created)
+        import cloudpickle  # here, not at the top: most flows never persist a result
+
         payload = cloudpickle.dumps(record)
         path = self._path(key)
         if self._fs is not None:
@@ -98,7 +99,7 @@ class ResultStore:
         except (FileNotFoundError, OSError):
             return None
         try:
-            record = cloudpickle.loads(data)
+            record = pickle.loads(data)  # what cloudpickle.loads is
         except Exception:
             return None
         return record if isinstance(record, ResultRecord) else None
@@ -140,6 +141,8 @@ def task_source_hash(fn: Any) -> str:
 
 def hash_inputs(parameters: dict[str, Any]) -> str:
     """Hash input values (cloudpickle; repr for values that cannot be pickled)."""
+    import cloudpickle
+
     digest = hashlib.sha256()
     for name in sorted(parameters):
         value = parameters[name]

@@ -276,3 +276,52 @@ def test_ctrl_c_records_the_run_cancelled_and_exits_130(
     assert "finished Cancelled" in out
     (run,) = nbflow("runs", "ls", "--json").json()
     assert run["state"]["type"] == "CANCELLED"
+
+
+def test_the_process_ends_without_teardown_but_loses_nothing(
+    nbflow: Runner, flow_file: FlowFile, tmp_path: Path
+) -> None:
+    """``nbflow run`` skips the interpreter's teardown: atexit, output and store stay whole."""
+    marker = tmp_path / "atexit.txt"
+    waited = tmp_path / "thread.txt"
+    path = flow_file(
+        "ends.py",
+        f"""
+        import atexit
+        import sys
+        import threading
+        import time
+
+        from nbflow import flow, get_run_logger, task
+
+        atexit.register(lambda: open({str(marker)!r}, "w").write("ran"))
+
+        def late() -> None:
+            time.sleep(0.3)
+            open({str(waited)!r}, "w").write("done")
+
+        @task
+        def step(i: int) -> int:
+            return i
+
+        @flow
+        def many(start_thread: bool = False) -> int:
+            if start_thread:
+                threading.Thread(target=late).start()  # not a daemon: the exit waits
+            get_run_logger().info("logged")
+            sys.stdout.write("unflushed " * 2000)  # buffered, no newline: flushed at exit
+            return sum(step(i) for i in range(200))
+        """,
+    )
+    result = nbflow("run", f"{path}:many")
+    assert result.code == 0, result.err
+    assert result.out.count("unflushed") == 2000
+    assert "finished Completed" in result.out
+    assert marker.read_text() == "ran"
+    shown = nbflow("runs", "show", _run_id(result.out), "--json").json()
+    assert len(shown["task_runs"]) == 200
+    assert all(t["state"]["type"] == "COMPLETED" for t in shown["task_runs"])
+
+    result = nbflow("run", f"{path}:many", "-p", "start_thread=true")
+    assert result.code == 0, result.err
+    assert waited.read_text() == "done"
