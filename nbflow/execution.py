@@ -23,6 +23,7 @@ Cancelling (a cancellation); the exit code is 0.  Any other BaseException is Cra
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -309,16 +310,29 @@ def _save_output(
         logger.warning("flow run %s: could not write %s", run.id, path, exc_info=True)
         return None
     client.update_flow_run(run.id, output_path=str(path))
-    client.create_artifact(
-        Artifact(
-            flow_run_id=run.id,
-            key="output-notebook",
-            kind="notebook",
-            uri=str(path),
-            data={"partial": partial} if partial else None,
-        )
-    )
+    client.create_artifact(_output_artifact(run, path, partial=partial))
     return str(path)
+
+
+def _output_artifact(run: FlowRun, path: Path, *, partial: bool = False) -> Artifact:
+    """Return the output notebook's artifact; through a server it carries the notebook.
+
+    A run in a container does not share the server's filesystem, so with
+    ``NBFLOW_API_URL`` set the notebook JSON goes in ``data`` (the server's output
+    endpoint serves it); a partial output is marked in its ``metadata.nbflow``.
+    """
+    data: dict[str, Any] | None = {"partial": True} if partial else None
+    if get_settings().api_url:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logger.warning("flow run %s: could not read %s", run.id, path, exc_info=True)
+        else:
+            if partial:
+                data.setdefault("metadata", {}).setdefault("nbflow", {})["partial"] = True
+    return Artifact(
+        flow_run_id=run.id, key="output-notebook", kind="notebook", uri=str(path), data=data
+    )
 
 
 def _failed_state(exc: PapermillExecutionError) -> State:
@@ -552,6 +566,4 @@ def _shutdown(km: Any, *, graceful: bool, timeout: float = 10.0) -> None:
 def _record_output(client: Client, run: FlowRun, path: Path) -> None:
     if path.exists():
         client.update_flow_run(run.id, output_path=str(path))
-        client.create_artifact(
-            Artifact(flow_run_id=run.id, key="output-notebook", kind="notebook", uri=str(path))
-        )
+        client.create_artifact(_output_artifact(run, path))
