@@ -151,3 +151,38 @@ def test_bad_job_variables_name_the_field() -> None:
         runner.job_configuration(_run(), {"backoff_limit": -1})
     with pytest.raises(ValidationError, match=r"job_variables\.image_pull_policy"):
         runner.job_configuration(_run(), {"image_pull_policy": "Sometimes"})
+
+
+def _pod(state: Any, phase: str = "Pending") -> Any:
+    from kubernetes.client import V1ContainerStatus, V1Pod, V1PodStatus
+
+    status = V1ContainerStatus(
+        name="nbflow", image="nbflow:test", image_id="", ready=False, restart_count=0, state=state
+    )
+    return V1Pod(status=V1PodStatus(phase=phase, container_statuses=[status]))
+
+
+def test_pod_states_map_to_crash_causes() -> None:
+    from kubernetes.client import (
+        V1ContainerState,
+        V1ContainerStateRunning,
+        V1ContainerStateTerminated,
+        V1ContainerStateWaiting,
+    )
+
+    from nbflow.runners.kubernetes import _pod_outcome
+
+    for reason in ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"):
+        waiting = V1ContainerState(waiting=V1ContainerStateWaiting(reason=reason, message="m"))
+        outcome = _pod_outcome(_pod(waiting))
+        assert outcome is not None and outcome.reason == f"{reason}: m"
+    creating = V1ContainerState(waiting=V1ContainerStateWaiting(reason="ContainerCreating"))
+    assert _pod_outcome(_pod(creating)) is None
+    assert _pod_outcome(_pod(V1ContainerState(running=V1ContainerStateRunning()))) is None
+    oom = V1ContainerState(terminated=V1ContainerStateTerminated(exit_code=137, reason="OOMKilled"))
+    outcome = _pod_outcome(_pod(oom, "Failed"))
+    assert outcome is not None and outcome.exit_code == 137
+    assert outcome.reason is not None and outcome.reason.startswith("OOMKilled")
+    done = V1ContainerState(terminated=V1ContainerStateTerminated(exit_code=0, reason="Completed"))
+    outcome = _pod_outcome(_pod(done, "Succeeded"))
+    assert outcome is not None and (outcome.exit_code, outcome.reason) == (0, None)

@@ -22,10 +22,19 @@ import pytest
 
 from nbflow.cli import EXIT_USAGE, main
 from nbflow.client.http import HTTPClient
-from nbflow.schemas import FlowRun, FlowRunCreate
+from nbflow.runners.docker import DockerRunner
+from nbflow.schemas import FlowRun, FlowRunCreate, TaskRunFilter
 from nbflow.states import Scheduled, StateType, now
 from nbflow.worker import Worker, run_token_factory
-from tests.runners.live import LiveServer, QuickRunner, start_server, stop_server
+from tests.runners.live import (
+    FLOW_NOTEBOOK,
+    TEST_IMAGE,
+    LiveServer,
+    QuickRunner,
+    require,
+    start_server,
+    stop_server,
+)
 
 QUICK = "tests.runners.live:QuickRunner"
 
@@ -211,3 +220,48 @@ def test_worker_usage_errors(
     finally:
         monkeypatch.undo()
         reload_settings()
+
+
+def test_worker_runs_a_scheduled_deployment_run_in_docker(dispatching_server: LiveServer) -> None:
+    require(
+        "NBFLOW_TEST_DOCKER",
+        "run scripts/docker-up.sh and scripts/docker-images.sh, then set NBFLOW_TEST_DOCKER=1",
+    )
+    server = dispatching_server
+    home = str(server.home)
+    job = {
+        "image": TEST_IMAGE,
+        "image_pull_policy": "Never",
+        "volumes": [f"{home}:{home}"],
+        "env": {"NBFLOW_HOME": home, "NBFLOW_RESULTS_URL": f"{home}/results"},
+        "auto_remove": True,
+    }
+    flow, deployment = server.deploy(FLOW_NOTEBOOK, "docker", job_variables=job)
+    run = server.client.create_flow_run(
+        FlowRunCreate(
+            flow_id=flow.id,
+            deployment_id=deployment.id,
+            runner="docker",
+            mode="batch",
+            state=Scheduled(),
+        )
+    )
+    client = HTTPClient(server.url, token=server.token)
+    runner = DockerRunner(client=client, api_url=server.url, token_factory=server.run_token)
+    worker = Worker(client, runner, limit=1)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.serve, args=(stop, 0.2), daemon=True)
+    thread.start()
+    try:
+        final = server.wait_state(run.id, "COMPLETED", "FAILED", "CRASHED", timeout=300)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert worker.wait_all(60)
+    runner.close()
+    client.close()
+    assert final.state is not None and final.state.type is StateType.COMPLETED, final.state
+    assert worker.claimed == [run.id]
+    assert final.infrastructure_id and final.infrastructure_id.count(":") >= 1
+    tasks = server.client.read_task_runs(TaskRunFilter(flow_run_ids=[run.id]))
+    assert [t.name for t in tasks] == ["extract", "report"]
