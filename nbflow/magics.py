@@ -28,7 +28,7 @@ import cloudpickle
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from nbflow import magics_commands
+from nbflow import magics_commands, magics_server
 from nbflow.cells import CellAnalysis, analyze_cell
 from nbflow.engine import FlowRunEngine, TaskOptions, events
 from nbflow.exceptions import NbflowError, ValidationError
@@ -96,6 +96,7 @@ class NotebookSession:
         self._anonymous = 0
         self._task_running = False
         self.cell_id: str | None = None  # of the executing cell, when the frontend sends it
+        self.deployment_id: UUID | None = None  # deployed from this kernel (%nbflow deploy)
 
     def pre_run_cell(self, info: Any) -> None:
         """Remember the executing cell's id (IPython ``pre_run_cell`` event)."""
@@ -114,6 +115,7 @@ class NotebookSession:
         self.flow, self.parameters, self.parameters_schema = opts, defaults, schema
         self._start_engine()
         exec(compile(body, "<%%flow parameters>", "exec"), self.shell.user_ns)
+        magics_server.deploy_from_flow_cell(self, opts)
 
     def _start_engine(self) -> None:
         path = notebook_path(self.shell)
@@ -159,7 +161,9 @@ class NotebookSession:
             import json
 
             client = self.engine.client
-            client.update_flow_run(self.engine.flow_run.id, notebook_path=str(path))
+            if not get_settings().uses_server:
+                # A server takes only paths under its root; the snapshot below carries the notebook.
+                client.update_flow_run(self.engine.flow_run.id, notebook_path=str(path))
             if not path.is_file():
                 return
             notebook = json.loads(path.read_text(encoding="utf-8"))

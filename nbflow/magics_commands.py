@@ -1,4 +1,7 @@
-"""The ``%nbflow`` line magic: ``status``, ``runs``, ``show``, ``cancel``, ``finish``, ``run``, ``deploy``."""
+"""The ``%nbflow`` line magic: ``status``, ``runs``, ``show``, ``cancel``, ``finish``, ``run``, ``deploy``.
+
+``run`` and ``deploy`` talk to the server; they live in :mod:`nbflow.magics_server`.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,10 @@ USAGE = """%nbflow status           the current interactive flow run and its tas
 %nbflow show RUN_ID      one flow run with its task runs
 %nbflow cancel [RUN_ID]  cancel a flow run (default: the current one)
 %nbflow finish           end the current interactive run now
-%nbflow run / deploy     run or deploy this notebook (not available yet)"""
+%nbflow deploy [--name N] [--cron EXPR [--timezone TZ] | --interval S] [--runner R] [-p k=v]
+                         deploy this notebook (as saved) to the server
+%nbflow run [--runner R] [-p k=v]
+                         run this notebook as a batch run on the server"""
 
 
 def dispatch(session: NotebookSession, line: str) -> Any:
@@ -116,14 +122,16 @@ def _finish(session: NotebookSession, args: list[str]) -> None:
     print("no interactive flow run" if final is None else f"flow run finished: {final}")
 
 
-def _not_yet(what: str) -> Any:
-    def handler(session: NotebookSession, args: list[str]) -> None:
-        raise UsageError(
-            f"%nbflow {what} is not available yet: it needs the deployments API and the "
-            "server extension; meanwhile use `nbflow run NOTEBOOK` from a terminal"
-        )
+def _deploy(session: NotebookSession, args: list[str]) -> None:
+    from nbflow.magics_server import deploy_command
 
-    return handler
+    deploy_command(session, args)
+
+
+def _run(session: NotebookSession, args: list[str]) -> None:
+    from nbflow.magics_server import run_command
+
+    run_command(session, args)
 
 
 _COMMANDS = {
@@ -132,6 +140,6 @@ _COMMANDS = {
     "show": _show,
     "cancel": _cancel,
     "finish": _finish,
-    "run": _not_yet("run"),
-    "deploy": _not_yet("deploy"),
+    "run": _run,
+    "deploy": _deploy,
 }

@@ -16,7 +16,6 @@ from typing import Any
 
 from nbflow import notebooks as nbs
 from nbflow.cli import UsageError
-from nbflow.cli._output import format_time
 from nbflow.cli.notebook_run import parse_job_variables
 from nbflow.client.http import HTTPClient
 from nbflow.deployments import (
@@ -192,5 +191,5 @@ def print_deployment(flow: Flow, deployment: Deployment, *, file: Any = None) ->
         if deployment.paused:
             print("  next runs:     none while paused (nbflow deployments resume)", file=out)
             continue
-        times = ", ".join(format_time(t) for t in next_run_times(schedule))
+        times = ", ".join(t.strftime("%Y-%m-%d %H:%M %Z") for t in next_run_times(schedule))
         print(f"  next runs:     {times}", file=out)

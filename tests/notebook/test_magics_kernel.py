@@ -39,6 +39,8 @@ def test_flow_and_tasks_are_recorded_with_their_dag(kernel: KernelRunner) -> Non
     )
     nb = kernel.run(path)
     assert "EU: 60" in outputs_text(nb.cells[4])
+    # No server: the schedule is kept for later, and one line says so.
+    assert "takes effect once the notebook is deployed" in outputs_text(nb.cells[1])
     assert "60" in outputs_text(nb.cells[3])  # the last expression is displayed as usual
     assert "report: Completed" in outputs_text(nb.cells[5])
     (run,) = kernel.store.read_flow_runs(FlowRunFilter(flow_names=["sales"]))
@@ -187,7 +189,7 @@ def test_bad_options_give_clear_errors_and_register_nothing(kernel: KernelRunner
     assert "Mars/Olympus" in text[3]
     assert "not a literal" in text[4]
     assert "--retries" in text[5]
-    assert "not available yet" in text[6]
+    assert "NBFLOW_API_URL is not set" in text[6] and "nbflow server" in text[6]
     assert kernel.store.read_flow_runs() == []
 
 
