@@ -79,6 +79,21 @@ test.describe('nbflow panel', () => {
     await expect(page.locator('#nbflow-panel .nbflow-runs-table')).toBeVisible();
   });
 
+  test('opens the schedule dialog from the notebook toolbar', async ({ page, tmpPath }) => {
+    await page.contents.uploadContent(QUICK, 'text', `${tmpPath}/toolbar.ipynb`);
+    await page.filebrowser.openDirectory(tmpPath);
+    await page.filebrowser.open('toolbar.ipynb');
+    await page.locator('.jp-NotebookPanel-toolbar .nbflow-schedule-button').click();
+    const form = page.locator('.nbflow-schedule-form');
+    await expect(form.locator('text=daily_sales')).toBeVisible();
+    await expect(form.locator('input[name="param-region"]')).toHaveValue('EU');
+    await form.locator('input[name="param-days"]').fill('');
+    await form.locator('button.nbflow-save').click();
+    await expect(form.locator('.nbflow-form-error')).toContainText('Fix the fields');
+    await page.locator('.nbflow-form-buttons button', { hasText: 'Cancel' }).click();
+    await expect(form).toHaveCount(0);
+  });
+
   test('schedule a notebook, see the run complete live, open its output', async ({ page, tmpPath }) => {
     await page.contents.uploadContent(QUICK, 'text', `${tmpPath}/sales.ipynb`);
     await page.filebrowser.openDirectory(tmpPath);
