@@ -32,6 +32,19 @@ export const CommandIDs = {
   schedule: 'nbflow:schedule-notebook'
 };
 
+/**
+ * A dialog whose body has its own buttons: Enter in a field must not "accept" the dialog
+ * (it has no buttons of its own, and the form would be lost), so the dialog ignores it.
+ */
+class FormDialog extends Dialog<unknown> {
+  handleEvent(event: Event): void {
+    if (event.type === 'keydown' && (event as KeyboardEvent).key === 'Enter') {
+      return;
+    }
+    super.handleEvent(event);
+  }
+}
+
 /** Show a React form in a dialog whose own buttons close it. */
 function formDialog(
   title: string,
@@ -41,7 +54,7 @@ function formDialog(
   const close = () => dialog?.reject();
   const body = ReactWidget.create(render(close));
   body.addClass('nbflow-dialog-body');
-  dialog = new Dialog({ title, body, buttons: [], hasClose: true });
+  dialog = new FormDialog({ title, body, buttons: [], hasClose: true });
   dialog.addClass('nbflow-dialog');
   return dialog.launch().then(() => undefined);
 }

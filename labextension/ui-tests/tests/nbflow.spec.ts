@@ -88,6 +88,8 @@ test.describe('nbflow panel', () => {
     await expect(form.locator('text=daily_sales')).toBeVisible();
     await expect(form.locator('input[name="param-region"]')).toHaveValue('EU');
     await form.locator('input[name="param-days"]').fill('');
+    await form.locator('input[name="param-days"]').press('Enter'); // must not close the dialog
+    await expect(form).toBeVisible();
     await form.locator('button.nbflow-save').click();
     await expect(form.locator('.nbflow-form-error')).toContainText('Fix the fields');
     await page.locator('.nbflow-form-buttons button', { hasText: 'Cancel' }).click();
