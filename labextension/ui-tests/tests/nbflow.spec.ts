@@ -123,7 +123,8 @@ test.describe('nbflow panel', () => {
     await expect(row).toBeVisible();
     await ensureDispatched(page, runId);
     await expect(row).toHaveAttribute('data-state', 'COMPLETED', { timeout: 150000 });
-    await page.locator('#nbflow-panel').screenshot({ path: `${SHOTS}/panel-runs.png` });
+    // the states arrived through the event stream, not a reload
+    await expect(page.locator('#nbflow-panel .nbflow-live-on')).toBeVisible();
 
     await row.click();
     const detail = page.locator('#nbflow-panel .nbflow-detail');
@@ -163,6 +164,11 @@ test.describe('nbflow panel', () => {
     await expect(page.locator('#nbflow-panel .nbflow-detail .nbflow-state').first()).toHaveText(/Cancell(ing|ed)/);
     await page.locator('#nbflow-panel button.nbflow-back').click();
     await expect(row).toHaveAttribute('data-state', 'CANCELLED', { timeout: 90000 });
+    await page.locator('#nbflow-panel').screenshot({ path: `${SHOTS}/panel-runs.png` });
+    // the state filter
+    await page.locator('#nbflow-panel select.nbflow-filter-state').selectOption('COMPLETED');
+    await expect(row).toHaveCount(0);
+    await expect(page.locator('#nbflow-panel .nbflow-run-row').first()).toHaveAttribute('data-state', 'COMPLETED');
   });
 });
 
