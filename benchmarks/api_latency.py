@@ -1,7 +1,7 @@
 """API latency of a real ``nbflow server`` under a steady request rate.
 
 Starts ``nbflow server`` in a subprocess (SQLite store; also PostgreSQL when
-``NBFLOW_TEST_POSTGRES_URL`` is set, in a scratch database created and dropped here), seeds
+``NBFLOW_TEST_POSTGRES_URL`` is set, in a scratch schema created and dropped here), seeds
 it with flow runs, then drives it from this separate process **open-loop** at a fixed rate
 (default 100 requests/s for 20 s): request *i* is sent at ``t0 + i / rate`` whatever the
 answers before it took, from a pool of sender threads, so a slow answer shows up as
@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -107,19 +106,22 @@ def nbflow_server(base: Path, db_url: str | None) -> Iterator[tuple[str, int]]:
 
 @contextmanager
 def scratch_postgres(url: str) -> Iterator[str]:
-    """Create a scratch database on the server at ``url``; yield its SQLAlchemy URL; drop it."""
-    import psycopg
+    """Create a scratch schema on the database at ``url``; yield a URL using it; drop it."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
 
-    name = f"nbflow_bench_{os.getpid()}"
-    plain = url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, _ = plain.rpartition("/")
+    base = make_url(url).set(drivername="postgresql+psycopg")
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     try:
-        yield f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+        scoped = base.update_query_dict({"options": f"-csearch_path={schema}"})
+        yield scoped.render_as_string(hide_password=False)
     finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
 
 
 class Workload:
@@ -190,12 +192,10 @@ def drive(
 ) -> dict[str, Any]:
     """Send ``rate`` requests/s for ``seconds`` open-loop; return the latencies by kind."""
     headers = {"Authorization": f"token {TOKEN}"}
-    local = threading.local()
-
-    def client() -> httpx.Client:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=url + "/", headers=headers, timeout=30)
-        return local.client  # type: ignore[no-any-return]
+    # One client shared by the sender threads (httpx clients are thread-safe), created and
+    # connected before the clock starts: a client per thread costs an SSL context each.
+    limits = httpx.Limits(max_connections=threads, max_keepalive_connections=threads)
+    shared = httpx.Client(base_url=url + "/", headers=headers, timeout=30, limits=limits)
 
     with httpx.Client(base_url=url + "/", headers=headers, timeout=30) as setup:
         work = Workload(setup)
@@ -218,7 +218,7 @@ def drive(
         lags: list[float] = []
 
         def send(kind: str, call: Callable[[httpx.Client], httpx.Response], due: float) -> None:
-            c = client()
+            c = shared
             start = time.perf_counter()
             lags.append(start - due)
             response = call(c)
@@ -237,6 +237,7 @@ def drive(
                 pool.submit(send, kind, call, due)
             wall = time.perf_counter() - t0
         cpu = server_cpu_seconds(server_pid) - cpu_before
+    shared.close()
     return {
         "latencies": latencies,
         "errors": errors,
@@ -310,7 +311,16 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second (100)")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to drive (20)")
     parser.add_argument("--db", choices=["sqlite", "postgres", "all"], default="all")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="scheduling priority change for this driver and the server (negative needs root): "
+        "on a machine shared with other work, -10 approximates a dedicated core",
+    )
     args = parser.parse_args()
+    if args.nice:
+        os.nice(args.nice)  # inherited by the server subprocess
     pg_url = os.environ.get("NBFLOW_TEST_POSTGRES_URL")
     summaries = []
     with tempfile.TemporaryDirectory(prefix="nbflow-bench-") as tmp:
