@@ -71,6 +71,8 @@ export class RunsModel {
   loading = false;
   /** Whether updates come through the websocket (else polling). */
   live = false;
+  /** Every event of the stream, for views that follow one run. */
+  readonly eventListeners = new Set<(event: NbflowEvent) => void>();
 
   private socket: SocketLike | null = null;
   private pollTimer: ReturnType<typeof setInterval> | null = null;
@@ -212,11 +214,14 @@ export class RunsModel {
         void this.refresh(); // catch up with what happened while disconnected
       };
       socket.onmessage = msg => {
+        let event: NbflowEvent;
         try {
-          this.applyEvent(JSON.parse(String(msg.data)) as NbflowEvent);
+          event = JSON.parse(String(msg.data)) as NbflowEvent;
         } catch {
-          // ignore malformed messages
+          return; // ignore malformed messages
         }
+        this.applyEvent(event);
+        this.eventListeners.forEach(fn => fn(event));
       };
       socket.onclose = () => {
         this.live = false;

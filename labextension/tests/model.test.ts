@@ -1,7 +1,7 @@
 /** RunsModel / RunDetailModel against the real server, and the pure helpers. */
 import { Flow, FlowRun, NbflowApi } from '../src/api';
 import { describeSchedule, formatDuration, parseParameter, runDuration } from '../src/format';
-import { layoutGraph, RunDetailModel, RunsModel } from '../src/model';
+import { layoutGraph, RunDetailModel, RunsModel, SocketLike } from '../src/model';
 import { client } from './server';
 
 let api: NbflowApi;
@@ -81,6 +81,29 @@ describe('RunsModel', () => {
     const changed = await api.getRun(shown.id);
     model.applyEvent({ type: 'flow_run_state', flow_run_id: changed.id, flow_run: changed });
     expect(model.items[2].state?.type).toBe('CANCELLED');
+  });
+
+  it('goes live on the socket, forwards its events, falls back to polling when it closes', async () => {
+    const model = new RunsModel(api, { pageSize: 10 });
+    await model.setFilter({ flowName: 'model_flow' });
+    const socket: SocketLike & { closed: boolean } = {
+      onopen: null, onmessage: null, onclose: null, onerror: null, closed: false,
+      close() { this.closed = true; }
+    };
+    const seen: string[] = [];
+    model.eventListeners.add(e => seen.push(e.type));
+    model.start({ openSocket: () => socket, pollSeconds: 3600 });
+    socket.onopen!({});
+    expect(model.live).toBe(true);
+    const run = await api.createFlowRun({ flow_id: flow.id, name: 'via-socket', state: { type: 'SCHEDULED' } });
+    socket.onmessage!({ data: JSON.stringify({ type: 'flow_run_state', flow_run_id: run.id, flow_run: run, state: run.state }) });
+    socket.onmessage!({ data: 'not json' });
+    expect(model.items[0].id).toBe(run.id);
+    expect(seen).toEqual(['flow_run_state']);
+    socket.onclose!({});
+    expect(model.live).toBe(false);
+    model.stop();
+    expect(socket.closed).toBe(false); // already closed by the server side; stop() only clears timers
   });
 
   it('reports an error in the model, not as an exception', async () => {

@@ -17,8 +17,15 @@ function PanelBody(props: { ctx: PanelContext; runs: RunsModel; panel: NbflowPan
     if (!detail) {
       return;
     }
+    // State and task-run changes arrive through the event stream; the follow loop picks up
+    // logs (and everything, when the stream is down).
+    const onEvent = (e: Parameters<RunDetailModel['applyEvent']>[0]) => void detail.applyEvent(e);
+    runs.eventListeners.add(onEvent);
     detail.follow(1);
-    return () => detail.stop();
+    return () => {
+      runs.eventListeners.delete(onEvent);
+      detail.stop();
+    };
   }, [detail]);
   const select = (run: FlowRun) => setDetail(new RunDetailModel(ctx.api, run.id));
   return (
