@@ -38,13 +38,13 @@ from uuid import UUID, uuid4
 
 import nbformat
 import papermill
-from jupyter_client.manager import KernelManager
 from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 from papermill.exceptions import PapermillExecutionError, strip_color
 
 from nbflow import notebooks as nbs
 from nbflow.client import Client, get_client
 from nbflow.exceptions import NbflowError, NotFound, ParameterError
+from nbflow.kernels import new_kernel_manager
 from nbflow.schemas import Artifact, FlowRun, Log, SetStateStatus, TaskRun
 from nbflow.settings import get_settings
 from nbflow.states import (
@@ -401,11 +401,14 @@ def _execute(
     if km is not None and getattr(km, "kernel_name", kernel_name) != kernel_name:
         km.shutdown_kernel(now=True)  # the pre-started kernel is the wrong language
         km = None
+    uses_magics = _uses_nbflow_magics(prepared)
     if km is None:
-        km = KernelManager(kernel_name=kernel_name)
+        km = new_kernel_manager(kernel_name)
         km.start_kernel(cwd=str(Path(nb_path).resolve().parent) if nb_path else None)
-    elif setup[0] or setup[1]:
-        _configure_kernel(km, setup[0], setup[1], start_timeout)
+        if uses_magics:
+            _configure_kernel(km, {}, None, start_timeout, load_nbflow=True)
+    elif setup[0] or setup[1] or uses_magics:
+        _configure_kernel(km, setup[0], setup[1], start_timeout, load_nbflow=uses_magics)
 
     try:
         return _execute_notebook(
@@ -483,8 +486,24 @@ def _execute_notebook(
     return ExecutionResult(code, state, str(out_path) if out_path.exists() else None)
 
 
-def _configure_kernel(km: Any, env: Mapping[str, str], cwd: str | None, timeout: float) -> None:
-    """Give a kernel started ahead of its run the run's environment and directory."""
+def _uses_nbflow_magics(nb: Any) -> bool:
+    """Whether the notebook has ``%%flow`` or ``%%task`` cells (then the kernel loads nbflow)."""
+    cells = [dict(c) for c in nb.cells]
+    return bool(nbs.task_cells({"cells": cells})) or any(
+        c.get("cell_type") == "code" and nbs.cell_source(c).lstrip().startswith("%%flow")
+        for c in cells
+    )
+
+
+def _configure_kernel(
+    km: Any, env: Mapping[str, str], cwd: str | None, timeout: float, *, load_nbflow: bool = False
+) -> None:
+    """Give a kernel started ahead of its run the run's environment and directory.
+
+    With ``load_nbflow`` it also loads the nbflow IPython extension, so a notebook whose
+    ``%%flow`` / ``%%task`` cells rely on an auto-loaded extension runs without a
+    ``%load_ext nbflow`` cell (loading twice is harmless).
+    """
     code = (
         "import os as _nbflow_os\n"
         f"_nbflow_os.environ.update({dict(env)!r})\n"
@@ -493,6 +512,7 @@ def _configure_kernel(km: Any, env: Mapping[str, str], cwd: str | None, timeout:
         "import nbflow.settings as _nbflow_settings\n"
         "_nbflow_settings.reload_settings()\n"
         "del _nbflow_settings\n"
+        + ("get_ipython().extension_manager.load_extension('nbflow')\n" if load_nbflow else "")
     )
     kc = km.client()
     kc.start_channels()

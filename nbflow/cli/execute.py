@@ -62,9 +62,9 @@ def _skip_slow_format_checkers() -> None:
 def _prestart_kernel() -> Any:
     """Start a python3 kernel now, without waiting for it; None if that is not possible."""
     try:
-        from jupyter_client.manager import KernelManager
+        from nbflow.kernels import new_kernel_manager
 
-        km = KernelManager(kernel_name="python3")
+        km = new_kernel_manager("python3")
         km.start_kernel()
     except Exception:
         return None

@@ -184,6 +184,20 @@ def test_task_cells_report_under_the_flow_run(
     assert "3 ['EU', 'EU', 'EU']\n" in _outputs(final.output_path)
 
 
+def test_magics_work_without_a_load_ext_cell(
+    client: EmbeddedClient, write_notebook: Callable[..., Path]
+) -> None:
+    """A notebook written for an auto-loaded extension runs in batch without ``%load_ext``."""
+    cells = [c for c in FLOW_NOTEBOOK if not c.startswith("%load_ext")]
+    assert len(cells) == len(FLOW_NOTEBOOK) - 1
+    run, runner, infra = _run(client, write_notebook("autoload.ipynb", cells), {"n": 2})
+    assert runner.wait(infra, timeout=240) == 0
+    final = client.read_flow_run(run.id)
+    assert final.state is not None and final.state.type is StateType.COMPLETED, final.state
+    tasks = client.read_task_runs(TaskRunFilter(flow_run_ids=[run.id]))
+    assert [t.name for t in tasks] == ["extract", "report"]
+
+
 def test_failing_task_cell_fails_the_run(
     client: EmbeddedClient, write_notebook: Callable[..., Path]
 ) -> None:
