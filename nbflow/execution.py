@@ -512,7 +512,13 @@ def _configure_kernel(
         "import nbflow.settings as _nbflow_settings\n"
         "_nbflow_settings.reload_settings()\n"
         "del _nbflow_settings\n"
-        + ("get_ipython().extension_manager.load_extension('nbflow')\n" if load_nbflow else "")
+        + (
+            # Not through the extension manager: a later ``%load_ext nbflow`` cell then stays
+            # silent instead of printing "already loaded" (the loader is idempotent).
+            "import nbflow as _nbflow\n_nbflow.load_ipython_extension(get_ipython())\ndel _nbflow\n"
+            if load_nbflow
+            else ""
+        )
     )
     kc = km.client()
     kc.start_channels()

@@ -181,7 +181,9 @@ def test_task_cells_report_under_the_flow_run(
         ("report", "Completed"),
     ]
     assert final.output_path is not None
-    assert "3 ['EU', 'EU', 'EU']\n" in _outputs(final.output_path)
+    outputs = _outputs(final.output_path)
+    assert "3 ['EU', 'EU', 'EU']\n" in outputs
+    assert not any("already loaded" in text for text in outputs), outputs
 
 
 def test_magics_work_without_a_load_ext_cell(
