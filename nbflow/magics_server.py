@@ -86,6 +86,10 @@ def _saved_notebook(session: NotebookSession, what: str) -> tuple[Path, dict[str
             "JPY_SESSION_NAME; Jupyter sets them). Deploy from a terminal instead: "
             "nbflow deploy NOTEBOOK.ipynb --name NAME"
         )
+    if not path.is_absolute() and not path.is_file():
+        # Jupyter gives the path relative to its root, and starts the kernel in the
+        # notebook's directory.
+        path = Path.cwd() / path.name
     try:
         nb = nbs.read_notebook(path)
         nbs.find_flow_cell(nb, source=str(path))
@@ -222,9 +226,19 @@ def _default_deployment_name(session: NotebookSession) -> str:
     return path.stem if path is not None else "notebook"
 
 
-def _server_relative_path(client: HTTPClient) -> str | None:
-    """Return this kernel's notebook path under the server root, from the sessions API."""
+def _server_relative_path(client: HTTPClient, session: NotebookSession) -> str | None:
+    """Return this kernel's notebook path under the server root, when it can be known.
+
+    A relative ``__session__`` is already that path (jupyter_server's API path); otherwise
+    the server's sessions API is asked which notebook this kernel belongs to.
+    """
     import httpx
+
+    from nbflow.magics import notebook_path
+
+    given = notebook_path(session.shell)
+    if given is not None and not given.is_absolute():
+        return given.as_posix()
 
     try:
         from ipykernel.connect import get_connection_file
@@ -258,7 +272,7 @@ def run_command(session: NotebookSession, args: list[str]) -> FlowRun:
     schema = nbs.parameters_schema(flow_cell.parameters) if flow_cell else {}
     parameters = _parameters(schema, ns.param)
     job_variables = _job_variables(ns.job_variable)
-    relative = _server_relative_path(client)
+    relative = _server_relative_path(client, session)
     try:
         if relative is not None:
             from nbflow.deployments import notebook_flow
