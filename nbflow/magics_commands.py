@@ -111,9 +111,13 @@ def _cancel(session: NotebookSession, args: list[str]) -> None:
         final = session.finish()
         print(f"flow run {run_id}: {final}")
         return
-    result = _client(session).set_flow_run_state(
-        run_id, Cancelling(message="cancelled from %nbflow")
-    )
+    client = _client(session)
+    cancel = getattr(client, "cancel_flow_run", None)
+    if cancel is not None:
+        # A server: Cancelled at once if not started, else Cancelling for its monitors.
+        result = cancel(run_id)
+    else:
+        result = client.set_flow_run_state(run_id, Cancelling(message="cancelled from %nbflow"))
     print(f"flow run {run_id}: {result.status.value} ({result.reason or result.state})")
 
 

@@ -32,6 +32,10 @@ def test_schedule_deploy_and_run_from_the_kernel(kernel: KernelRunner, server: L
             "%nbflow deploy --name manual --interval 1h -p n=5",
             "%nbflow run -p n=6",
             "%nbflow finish",
+            "from nbflow.client import get_client\n"
+            "from nbflow.schemas import FlowRunFilter\n"
+            "scheduled = get_client().read_flow_runs(FlowRunFilter(state_types=['SCHEDULED']))\n"
+            "get_ipython().run_line_magic('nbflow', f'cancel {scheduled[0].id}')",
             "%nbflow deploy --runner nosuch",
         ],
         "daily_sales.ipynb",
@@ -67,7 +71,8 @@ def test_schedule_deploy_and_run_from_the_kernel(kernel: KernelRunner, server: L
         run_id = next(line.split()[-1] for line in text[4].splitlines() if "run id:" in line)
         run = client.read_flow_run(UUID(run_id))
         assert run.deployment_id == manual_dep.id and run.parameters == {"n": 6}
-        assert run.mode == "batch" and run.state_type is StateType.SCHEDULED
+        # ... which %nbflow cancel then cancelled through the server (not started: Cancelled).
+        assert run.mode == "batch" and run.state_type is StateType.CANCELLED, text[6]
 
         # The interactive run itself was recorded on the server.
         (interactive,) = client.read_flow_runs(
@@ -79,6 +84,6 @@ def test_schedule_deploy_and_run_from_the_kernel(kernel: KernelRunner, server: L
         }
 
         # A bad option is the server's message naming the field.
-        assert "body.runner" in text[6] and "nosuch" in text[6]
+        assert "body.runner" in text[7] and "nosuch" in text[7]
     finally:
         client.close()
