@@ -34,7 +34,7 @@ from uuid import UUID
 from nbflow.client.base import Client
 from nbflow.exceptions import NotFound
 from nbflow.runners import Runner, merge_job_variables
-from nbflow.schemas import FlowRun, FlowRunFilter, Log, SetStateStatus
+from nbflow.schemas import Deployment, FlowRun, FlowRunFilter, Log, SetStateStatus
 from nbflow.states import Crashed, Pending, State, StateType, Submitting, now
 from nbflow_server.services.base import PeriodicService
 
@@ -130,6 +130,10 @@ class Dispatcher:
         self._publish = publish
         #: Run id -> the waiting message already logged for it (logged once per change).
         self._waiting: dict[UUID, str] = {}
+        #: Deployments read in this pass (their limits and job variables).
+        self._deployments: dict[UUID, Deployment | None] = {}
+        #: Whether the last pass left due runs unexamined.
+        self.more = False
 
     def runner_name(self, run: FlowRun) -> str:
         """Return the runner that executes ``run``."""
@@ -144,33 +148,28 @@ class Dispatcher:
 
     # -- claiming ------------------------------------------------------------------------
     def claim(self, at: datetime | None = None) -> list[FlowRun]:
-        """Claim the due runs that fit the concurrency limits; return them (now Pending)."""
+        """Claim the due runs that fit the concurrency limits; return them (now Pending).
+
+        One pass looks at up to ``_PAGE`` due runs of its runners; :attr:`more` tells
+        whether there may be more (the service then passes again at once).
+        """
         at = at or now()
-        due = [
-            run
-            for run in iter_runs(
-                self.client,
-                FlowRunFilter(
-                    state_types=[StateType.SCHEDULED], start_before=at, sort="expected_start_asc"
-                ),
-                most=_MAX_DUE,
-            )
-            if self._ours(run)
-        ]
+        self._deployments = {}
+        due: list[FlowRun] = []
+        flt = FlowRunFilter(
+            state_types=[StateType.SCHEDULED], start_before=at, sort="expected_start_asc"
+        )
+        for run in iter_runs(self.client, flt, most=_MAX_DUE):
+            if self._ours(run):
+                due.append(run)
+                if len(due) >= _PAGE:
+                    break
+        self.more = len(due) >= _PAGE
         if not due:
             self._waiting.clear()
             return []
-        active = [
-            r
-            for r in iter_runs(self.client, FlowRunFilter(state_types=ACTIVE_TYPES))
-            if r.mode == "batch"
-        ]
-        running = len(active)
+        running = self._running_batch_runs() if self.global_limit is not None else 0
         per_deployment: dict[UUID, int] = {}
-        for r in active:
-            if r.deployment_id is not None:
-                per_deployment[r.deployment_id] = per_deployment.get(r.deployment_id, 0) + 1
-        limits: dict[UUID, int | None] = {}
         claimed: list[FlowRun] = []
         waiting: dict[UUID, str] = {}
         for run in due:
@@ -181,13 +180,20 @@ class Dispatcher:
                     "running across deployments)"
                 )
             elif run.deployment_id is not None:
-                limit = self._deployment_limit(run.deployment_id, limits)
-                used = per_deployment.get(run.deployment_id, 0)
-                if limit is not None and used >= limit:
-                    reason = (
-                        f"waiting for a concurrency slot ({used}/{limit} runs of its "
-                        "deployment running)"
-                    )
+                limit = self._deployment_limit(run.deployment_id)
+                if limit is not None:
+                    used = per_deployment.get(run.deployment_id)
+                    if used is None:
+                        used = per_deployment[run.deployment_id] = self.client.count_flow_runs(
+                            FlowRunFilter(
+                                deployment_ids=[run.deployment_id], state_types=ACTIVE_TYPES
+                            )
+                        )
+                    if used >= limit:
+                        reason = (
+                            f"waiting for a concurrency slot ({used}/{limit} runs of its "
+                            "deployment running)"
+                        )
             if reason is not None:
                 waiting[run.id] = reason
                 continue
@@ -197,20 +203,31 @@ class Dispatcher:
                 logger.debug("flow run %s: claim %s (%s)", run.id, result.status, result.reason)
                 continue
             running += 1
-            if run.deployment_id is not None:
-                per_deployment[run.deployment_id] = per_deployment.get(run.deployment_id, 0) + 1
+            if run.deployment_id in per_deployment:
+                per_deployment[run.deployment_id] += 1
             claimed.append(run.model_copy(update={"state": result.state or state}))
             self._announce(run, result.state or state)
         self._log_waiting(waiting)
         return claimed
 
-    def _deployment_limit(self, deployment_id: UUID, cache: dict[UUID, int | None]) -> int | None:
+    def _running_batch_runs(self) -> int:
+        """Count the batch runs holding a slot (interactive and in-process runs do not)."""
+        active = iter_runs(self.client, FlowRunFilter(state_types=ACTIVE_TYPES))
+        return sum(1 for r in active if r.mode == "batch")
+
+    def _deployment(self, deployment_id: UUID) -> Deployment | None:
+        """Return the deployment (read once per pass), None if it was deleted."""
+        cache = self._deployments
         if deployment_id not in cache:
             try:
-                cache[deployment_id] = self.client.read_deployment(deployment_id).concurrency_limit
+                cache[deployment_id] = self.client.read_deployment(deployment_id)
             except NotFound:
                 cache[deployment_id] = None
         return cache[deployment_id]
+
+    def _deployment_limit(self, deployment_id: UUID) -> int | None:
+        deployment = self._deployment(deployment_id)
+        return deployment.concurrency_limit if deployment is not None else None
 
     def _log_waiting(self, waiting: dict[UUID, str]) -> None:
         new = [(rid, msg) for rid, msg in waiting.items() if self._waiting.get(rid) != msg]
@@ -236,12 +253,8 @@ class Dispatcher:
     def job_variables(self, run: FlowRun, runner: Runner) -> dict[str, Any]:
         """Return runner defaults ⊕ deployment job variables (the runner adds the run's)."""
         name = self.runner_name(run)
-        deployment_vars: dict[str, Any] = {}
-        if run.deployment_id is not None:
-            try:
-                deployment_vars = self.client.read_deployment(run.deployment_id).job_variables
-            except NotFound:
-                pass
+        deployment = self._deployment(run.deployment_id) if run.deployment_id else None
+        deployment_vars = deployment.job_variables if deployment is not None else {}
         merged = merge_job_variables(self.runner_defaults.get(name), deployment_vars)
         fields = runner.job_variables_model.model_fields
         ad_hoc = run.deployment_id is None and bool(run.notebook_path)
@@ -313,6 +326,8 @@ class DispatcherService(PeriodicService):
         claimed = await loop.run_in_executor(self._pool, self.dispatcher.claim)
         for run in claimed:
             self._track(self._pool_or_fail().submit(self._submit_and_watch, run))
+        if self.dispatcher.more:
+            self.wake()
 
     def _pool_or_fail(self) -> ThreadPoolExecutor:
         if self._pool is None:
