@@ -2,8 +2,9 @@
 
 A real ``nbflow server`` (subprocess, its own SQLite store, services off) serves the API;
 schemathesis reads ``/openapi.json`` from it and sends ~25 generated requests per operation,
-authenticated with the server's token.  Every answer must be no 5xx, and a response whose
-status the document describes must match its schema and content type.
+authenticated with the server's token, first valid (positive) then schema-breaking
+(negative) ones.  Every answer must be no 5xx, and a response whose status the document
+describes must match its schema and content type.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ def _operations(live: LiveServer) -> list[schemathesis.APIOperation]:
     return [op for op in operations if not op.path.endswith("/events")]
 
 
-def _fuzz(operation: schemathesis.APIOperation, live: LiveServer) -> None:
+def _fuzz(
+    operation: schemathesis.APIOperation, live: LiveServer, mode: schemathesis.GenerationMode
+) -> None:
     """Send MAX_EXAMPLES generated requests to one operation; raise on the first failure."""
 
-    @given(case=operation.as_strategy())
+    @given(case=operation.as_strategy(mode))
     @settings(
         max_examples=MAX_EXAMPLES,
         deadline=None,
@@ -76,7 +79,20 @@ def test_every_operation_has_no_server_errors_and_answers_as_documented(
     failures: list[str] = []
     for operation in operations:
         try:
-            _fuzz(operation, live)
+            _fuzz(operation, live, schemathesis.GenerationMode.POSITIVE)
+        except BaseException as exc:  # hypothesis raises an exception group
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            failures.append(f"{operation.label}: {type(exc).__name__}: {exc}"[:2000])
+    assert not failures, "\n\n".join(failures)
+
+
+def test_invalid_requests_get_4xx_not_5xx(live: LiveServer) -> None:
+    # Requests that break the schema (wrong types, missing fields, bad ids): never a 5xx.
+    failures: list[str] = []
+    for operation in _operations(live):
+        try:
+            _fuzz(operation, live, schemathesis.GenerationMode.NEGATIVE)
         except BaseException as exc:  # hypothesis raises an exception group
             if isinstance(exc, KeyboardInterrupt):
                 raise
