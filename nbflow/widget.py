@@ -48,6 +48,10 @@ COLOURS: dict[str, str] = {
     StateType.PAUSED: "#ffb703",
 }
 
+#: Inline style of every table cell (inline, so the static HTML summary looks the same).
+_CELL = "padding:1px 10px 1px 0;"
+
+
 Scheduler = Callable[[float, Callable[[], None]], None]
 
 
@@ -286,10 +290,20 @@ class FlowRunWidget:
     def _table_html(self, rows: list[TaskRow]) -> str:
         if not rows:
             return "<i>no task ran yet</i>"
+        head = "".join(
+            f'<th align={align} style="{_CELL}border-bottom:1px solid #ced4da">{title}</th>'
+            for title, align in (
+                ("task", "left"),
+                ("state", "left"),
+                ("duration", "right"),
+                ("retries", "right"),
+                ("cache", "left"),
+                ("error", "left"),
+            )
+        )
         lines = [
-            '<table style="border-collapse:collapse;font-size:0.9em">',
-            "<tr><th align=left>task</th><th align=left>state</th><th align=right>duration</th>"
-            "<th align=right>retries</th><th align=left>cache</th><th align=left>error</th></tr>",
+            '<table style="border-collapse:collapse;font-size:0.9em;line-height:1.6">',
+            f"<tr>{head}</tr>",
         ]
         for row in rows:
             cached = self._row_html.get(row.task_key)
@@ -356,13 +370,19 @@ class FlowRunWidget:
 def _row_html(row: TaskRow) -> str:
     duration = f"{row.duration:.2f} s" if row.duration is not None else ""
     name = row.state.name if row.state else "Pending"
-    stale = ' <span title="an input changed since it ran">stale</span>' if row.stale else ""
+    stale = (
+        ' <span style="color:#e76f51;font-style:italic" title="an input changed since it ran">'
+        "stale</span>"
+        if row.stale
+        else ""
+    )
+    td = f'<td style="{_CELL}"'
     return (
-        f"<tr><td>{html.escape(row.name)}{stale}</td>"
-        f"<td>{_badge(name, colour(row.state))}</td>"
-        f"<td align=right>{duration}</td><td align=right>{row.retries}</td>"
-        f"<td>{'hit' if row.cached else ''}</td>"
-        f"<td><code>{html.escape(row.error)}</code></td></tr>"
+        f"<tr>{td}>{html.escape(row.name)}{stale}</td>"
+        f"{td}>{_badge(name, colour(row.state))}</td>"
+        f"{td} align=right>{duration}</td>{td} align=right>{row.retries}</td>"
+        f"{td}>{'hit' if row.cached else ''}</td>"
+        f"{td}><code>{html.escape(row.error)}</code></td></tr>"
     )
 
 
