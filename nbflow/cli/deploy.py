@@ -32,7 +32,7 @@ from nbflow.magics_args import parse_duration
 from nbflow.schemas import Deployment, Flow
 from nbflow.settings import get_settings
 
-__all__ = ["parse_deploy_parameters", "print_deployment", "raise_as_usage", "register"]
+__all__ = ["parse_deploy_parameters", "print_deployment", "raise_as_usage", "raw_pairs", "register"]
 
 
 def register(subparsers: Any) -> None:
@@ -108,7 +108,19 @@ def raise_as_usage(exc: ValidationError, values: dict[str, str]) -> None:
     value = values.get(option)
     shown = f" {value!r}" if value is not None else ""
     problem = getattr(exc, "problem", None) or str(exc)
-    raise UsageError(f"{option}{shown}: {problem} (server field {exc.field})") from exc
+    message = str(exc)
+    # The server's message is "<field>=<value>: <problem>. <fix>": keep the problem and fix.
+    detail = message[message.index(problem) :] if problem and problem in message else problem
+    raise UsageError(f"{option}{shown}: {detail} (server field {exc.field})") from exc
+
+
+def raw_pairs(option: str, pairs: list[str]) -> dict[str, str]:
+    """Return ``{"-p key": "text"}`` for the ``-p key=text`` pairs (to quote them in errors)."""
+    out = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        out[f"{option} {key.strip()}"] = text
+    return out
 
 
 def _interval(text: str | None) -> float | None:
@@ -157,7 +169,7 @@ def handle(args: argparse.Namespace) -> int:
         "--runner": args.runner,
         "--name": args.name,
     }
-    values.update({f"-p {k}": json.dumps(v) for k, v in spec.parameters.items()})
+    values.update(raw_pairs("-p", args.param))
     try:
         flow, deployment = deploy_notebook(
             client, nb, spec, path=path, server_path=path if args.server_path else None

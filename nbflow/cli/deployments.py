@@ -14,7 +14,7 @@ from uuid import UUID
 
 from nbflow.cli import UsageError
 from nbflow.cli._output import print_table, short_id
-from nbflow.cli.deploy import parse_deploy_parameters, raise_as_usage
+from nbflow.cli.deploy import parse_deploy_parameters, raise_as_usage, raw_pairs
 from nbflow.cli.notebook_run import parse_job_variables
 from nbflow.client.http import HTTPClient
 from nbflow.deployments import describe_schedule, server_client
@@ -181,8 +181,7 @@ def handle_run(args: argparse.Namespace) -> int:
             deployment.id, parameters, job_variables=parse_job_variables(args.job_variable)
         )
     except ValidationError as exc:
-        values = {f"-p {k}": json.dumps(v) for k, v in parameters.items()}
-        raise_as_usage(exc, values)
+        raise_as_usage(exc, raw_pairs("-p", args.param))
         raise
     if args.json:
         json.dump(run.model_dump(mode="json"), sys.stdout, indent=2)
