@@ -62,14 +62,12 @@ def limits() -> dict[str, Any]:
 def jp_server_config(
     db_url: str, tmp_path: Path, home: Path, limits: dict[str, Any]
 ) -> dict[str, Any]:
-    return services_config(
-        db_url,
-        tmp_path,
-        heartbeat_timeout=300.0,
-        cancel_timeout=60.0,
-        runner_defaults={"subprocess": {"stream_output": False}},
-        **limits,
-    )
+    settings: dict[str, Any] = {
+        "heartbeat_timeout": 300.0,
+        "cancel_timeout": 60.0,
+        "runner_defaults": {"subprocess": {"stream_output": False}},
+    }
+    return services_config(db_url, tmp_path, **{**settings, **limits})
 
 
 async def start(jp_serverapp: Any, nbflow_app: NbflowApp) -> NbflowApp:
@@ -323,3 +321,38 @@ def _runs_left(db: str) -> list[Any]:
         return client.read_flow_runs()
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("limits", [{"heartbeat_timeout": 25.0}])
+async def test_interactive_run_of_a_dead_kernel_is_crashed(
+    api: Api, jp_fetch: Any, jp_serverapp: Any, nbflow_app: NbflowApp
+) -> None:
+    """A kernel started by the server runs %%flow against it; SIGKILL it: the run is Crashed."""
+    import json
+
+    await start(jp_serverapp, nbflow_app)
+    response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+    kernel_id = json.loads(response.body)["id"]
+    km = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+    km.autorestart = False
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=120)
+        for code in ("%load_ext nbflow", "%%flow kernel_flow\nx = 1"):
+            reply = await kc.execute_interactive(code, timeout=120)
+            assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        kc.stop_channels()
+
+    async def running() -> Any:
+        _, page = await api("GET", "flow_runs", params={"flow_names": "kernel_flow"})
+        items = [r for r in page["items"] if r["state"]["type"] == "RUNNING"]
+        return items[0] if items else None
+
+    run = await eventually(running, what="the kernel's interactive run")
+    assert run["mode"] == "interactive"
+    os.kill(km.provisioner.process.pid, signal.SIGKILL)
+    final = await _wait_state(api, run["id"], "CRASHED", "COMPLETED", "FAILED", "CANCELLED")
+    assert final["state"]["type"] == "CRASHED"
+    assert "kernel of this interactive run stopped sending heartbeats" in final["state"]["message"]
