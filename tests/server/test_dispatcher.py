@@ -8,6 +8,7 @@ runner without starting processes; ``test_end_to_end.py`` runs real ones.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from uuid import UUID
 
 import pytest
 
+from nbflow.client.embedded import EmbeddedClient
 from nbflow.orchestration.policy import evaluate
 from nbflow.schemas import Flow, FlowRun, FlowRunCreate, SetStateStatus
 from nbflow.states import Pending, Scheduled, StateType, Submitting, now
@@ -224,20 +226,22 @@ def test_claims_race_submits_each_run_once(nbflow_app: NbflowApp) -> None:
         for _ in range(30)
     ]
     claims: list[list[FlowRun]] = [[], []]
+    # The second dispatcher has a store connection of its own, as another server would.
+    other = EmbeddedClient.from_url(nbflow_app.db_url)
     dispatchers = [
-        Dispatcher(client, nbflow_app.runners, dispatch_runners={"subprocess"}) for _ in range(2)
+        Dispatcher(c, nbflow_app.runners, dispatch_runners={"subprocess"}) for c in (client, other)
     ]
-
-    import threading
-
     threads = [
         threading.Thread(target=lambda i=i: claims[i].extend(dispatchers[i].claim()))
         for i in range(2)
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        other.close()
     claimed = [r.id for c in claims for r in c]
     assert sorted(claimed) == sorted(ids)
     assert len(set(claimed)) == len(claimed)
