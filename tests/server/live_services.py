@@ -24,7 +24,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from nbflow.runners import Runner
+from nbflow.runners import JobVariables, Runner
+from nbflow.runners.subprocess import SubprocessJobVariables
 from nbflow.schemas import FlowRun
 
 __all__ = [
@@ -93,6 +94,7 @@ class RecordingRunner(Runner):
     """A runner that starts no process: it records each submission and waits until killed."""
 
     name: ClassVar[str] = "recording"
+    job_variables_model: ClassVar[type[JobVariables]] = SubprocessJobVariables
     #: Every submission of every instance: (run, job configuration, environment).
     submissions: ClassVar[list[tuple[FlowRun, dict[str, Any], dict[str, str]]]] = []
     #: Names of runs whose submission raises (to test failed submissions).

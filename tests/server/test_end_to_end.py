@@ -8,6 +8,7 @@ poll with generous deadlines; nothing asserts on durations.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -328,8 +329,6 @@ async def test_interactive_run_of_a_dead_kernel_is_crashed(
     api: Api, jp_fetch: Any, jp_serverapp: Any, nbflow_app: NbflowApp
 ) -> None:
     """A kernel started by the server runs %%flow against it; SIGKILL it: the run is Crashed."""
-    import json
-
     await start(jp_serverapp, nbflow_app)
     response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
     kernel_id = json.loads(response.body)["id"]
@@ -356,3 +355,29 @@ async def test_interactive_run_of_a_dead_kernel_is_crashed(
     final = await _wait_state(api, run["id"], "CRASHED", "COMPLETED", "FAILED", "CANCELLED")
     assert final["state"]["type"] == "CRASHED"
     assert "kernel of this interactive run stopped sending heartbeats" in final["state"]["message"]
+
+
+async def test_ad_hoc_notebook_path_runs_from_the_server_root(
+    api: Api, jp_serverapp: Any, nbflow_app: NbflowApp, jp_root_dir: Path
+) -> None:
+    await start(jp_serverapp, nbflow_app)
+    sub = jp_root_dir / "reports"
+    sub.mkdir()
+    (sub / "adhoc.ipynb").write_text(json.dumps(make_notebook(["print('from the root')"])))
+    _, flow = await api("POST", "flows", body={"name": "adhoc"})
+    status, run = await api(
+        "POST",
+        "flow_runs",
+        body={
+            "flow_id": flow["id"],
+            "mode": "batch",
+            "notebook_path": "reports/adhoc.ipynb",
+            "state": {"type": "SCHEDULED"},
+        },
+    )
+    assert status == 201, run
+    assert run["runner"] == "subprocess"
+    final = await _wait_state(api, run["id"], "COMPLETED", "FAILED", "CRASHED")
+    assert final["state"]["type"] == "COMPLETED", final["state"]
+    _, logs = await api("GET", "logs", params={"flow_run_id": run["id"]})
+    assert any("from the root" in entry["message"] for entry in logs["logs"])
