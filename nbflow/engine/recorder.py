@@ -114,8 +114,8 @@ class Recorder:
                 markers.append(item)
         try:
             if runs:
-                # Copy: the engine keeps mutating its live TaskRun objects.
-                self.client.write_task_runs([r.model_copy() for r in runs.values()], states)
+                # Snapshots: the engine keeps mutating its live TaskRun objects.
+                self.client.write_task_runs([_snapshot(r) for r in runs.values()], states)
             if logs:
                 self.client.write_logs(logs)
         except Exception:
@@ -124,6 +124,24 @@ class Recorder:
             )
         for marker in markers:
             marker.done.set()
+
+
+_new = object.__new__
+_setattr = object.__setattr__
+
+
+def _snapshot(run: TaskRun) -> TaskRun:
+    """Return a shallow copy of ``run`` (a tenth of ``model_copy()``'s cost).
+
+    The dict copy is one C call, so it never sees a half-done update; the engine replaces
+    field values (never mutates the lists) while a run is live.
+    """
+    copy = _new(TaskRun)
+    _setattr(copy, "__dict__", run.__dict__.copy())
+    _setattr(copy, "__pydantic_fields_set__", set(run.__pydantic_fields_set__))
+    _setattr(copy, "__pydantic_extra__", None)
+    _setattr(copy, "__pydantic_private__", None)
+    return copy
 
 
 _lock = threading.Lock()

@@ -6,7 +6,8 @@ many small batches too), applies each column's bind processor (the public
 ``TypeEngine.bind_processor``) in a tight loop, and hands the driver either one
 ``executemany`` (SQLite: the C loop of ``sqlite3``) or, on PostgreSQL, ONE statement that
 inserts from ``unnest`` of one binary array per column (one round trip, not one per row).
-``ON CONFLICT`` clauses of the statement are kept.
+``ON CONFLICT`` clauses of the statement are kept.  :func:`bulk_execute_rows` takes rows
+already in the driver's form (tuples, see ``batch.py``) and skips the per-value work.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-__all__ = ["bulk_execute"]
+__all__ = ["bulk_execute", "bulk_execute_rows"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,35 @@ def bulk_execute(
     else:
         rows = zip(*columns.values(), strict=True)
         params = [dict(zip(plan.keys, values, strict=True)) for values in rows]
+    conn.exec_driver_sql(plan.sql, params)
+
+
+def bulk_execute_rows(
+    conn: sa.Connection,
+    stmt: sa.Insert,
+    table: sa.Table,
+    keys: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+) -> None:
+    """Execute ``stmt`` for every row of ``rows`` (tuples following ``keys``) as one batch.
+
+    Values must already be in the driver's form: no bind processor is applied (JSON as
+    text; on SQLite UUIDs as hex and datetimes as ``UTCDateTime`` text).
+    """
+    if not rows:
+        return
+    plan = _plan(stmt, table, conn.dialect, keys, frozenset(keys))
+    params: Any
+    if plan.columnar:
+        params = dict(zip(keys, map(list, zip(*rows, strict=True)), strict=True))
+    elif plan.positional:
+        if plan.names == keys:
+            params = rows
+        else:
+            at = [keys.index(name) for name in plan.names]
+            params = [tuple(row[i] for i in at) for row in rows]
+    else:
+        params = [dict(zip(keys, row, strict=True)) for row in rows]
     conn.exec_driver_sql(plan.sql, params)
 
 

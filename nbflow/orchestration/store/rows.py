@@ -1,16 +1,14 @@
 """Conversions between the wire models (``nbflow.schemas``) and table rows.
 
 JSON columns get plain JSON values (``to_jsonable_python``); states are stored as their
-JSON text plus the columns the store filters on.  Task runs have a hand-written fast path
-because the engine ships them by the thousand.
+JSON text plus the columns the store filters on.  Task runs, their states and logs are
+written through ``batch.py`` instead: the engine ships them by the thousand.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
-from uuid import UUID
 
 from pydantic_core import to_jsonable_python
 from sqlalchemy import Row
@@ -23,7 +21,6 @@ __all__ = [
     "deployment_row",
     "flow_row",
     "flow_run_row",
-    "log_row",
     "read_artifact",
     "read_deployment",
     "read_flow",
@@ -34,8 +31,6 @@ __all__ = [
     "read_task_run",
     "schedule_row",
     "state_columns",
-    "task_run_row",
-    "TASK_RUN_JSON_TEXT",
 ]
 
 
@@ -133,50 +128,6 @@ def read_flow_run(row: Row[Any] | Mapping[str, Any]) -> FlowRun:
     return FlowRun.model_validate(data)
 
 
-#: Columns that :func:`task_run_row` returns already serialized as JSON text.
-TASK_RUN_JSON_TEXT = frozenset({"upstream", "inputs", "outputs", "tags"})
-
-
-def _json_list(items: list[Any]) -> str:
-    return json.dumps(items) if items else "[]"
-
-
-def task_run_row(t: TaskRun, state_json: dict[UUID, str] | None = None) -> dict[str, Any]:
-    """Return the ``task_runs`` row of ``t`` (hand-written: this is the hot path).
-
-    The list columns come back as JSON text (see ``TASK_RUN_JSON_TEXT``).
-    ``state_json`` caches states already serialized in this batch, by state id.
-    """
-    state = t.state
-    text: str | None = None
-    if state is not None:
-        text = state_json.get(state.id) if state_json is not None else None
-        if text is None:
-            text = state.model_dump_json()
-    return {
-        "id": t.id,
-        "flow_run_id": t.flow_run_id,
-        "name": t.name,
-        "task_key": t.task_key,
-        "dynamic_key": t.dynamic_key,
-        "state_type": state.type._value_ if state is not None else None,
-        "state_name": state.name if state is not None else None,
-        "state_json": text,
-        "run_count": t.run_count,
-        "start_time": t.start_time,
-        "end_time": t.end_time,
-        "total_run_time": t.total_run_time,
-        "cache_key": t.cache_key,
-        "cache_expiration": t.cache_expiration,
-        "upstream": _json_list([str(u) for u in t.upstream]),
-        "inputs": _json_list(t.inputs),
-        "outputs": _json_list(t.outputs),
-        "tags": _json_list(t.tags),
-        "created": t.created,
-        "updated": t.updated,
-    }
-
-
 def read_task_run(row: Row[Any]) -> TaskRun:
     """Return the task run stored in ``row``."""
     data = row._asdict()
@@ -184,18 +135,6 @@ def read_task_run(row: Row[Any]) -> TaskRun:
     del data["state_type"], data["state_name"]
     data["state"] = state
     return TaskRun.model_validate(data)
-
-
-def log_row(log: Log) -> dict[str, Any]:
-    """Return the ``logs`` row of ``log`` (its id is assigned by the database)."""
-    return {
-        "flow_run_id": log.flow_run_id,
-        "task_run_id": log.task_run_id,
-        "level": log.level,
-        "logger": log.logger,
-        "message": log.message,
-        "timestamp": log.timestamp,
-    }
 
 
 def read_log(row: Row[Any]) -> Log:

@@ -21,9 +21,9 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import IntegrityError
 
 from nbflow.exceptions import FlowRunNotFound, NotFound, ObjectAlreadyExists, ValidationError
+from nbflow.orchestration.store import batch, rows
 from nbflow.orchestration.store import flow_runs as flow_runs_tx
-from nbflow.orchestration.store import rows
-from nbflow.orchestration.store.bulk import bulk_execute
+from nbflow.orchestration.store.bulk import bulk_execute_rows
 from nbflow.orchestration.store.database import (
     create_engine,
     migrate,
@@ -96,7 +96,7 @@ class Store:
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if in_memory else contextlib.nullcontext()
         )
-        # Built once: bulk_execute caches its compiled plans by statement.
+        # Built once: bulk_execute_rows caches its compiled plans by statement.
         upsert = self._insert(task_runs)
         self._task_run_upsert = upsert.on_conflict_do_update(
             index_elements=[task_runs.c.id],
@@ -448,32 +448,20 @@ class Store:
 
         Replaying a batch is harmless: states are keyed by their id.
         """
-        latest = {t.id: t for t in task_runs_}  # the last snapshot of a run in the batch wins
-        state_json: dict[UUID, str] = {}
-        state_rows: list[dict[str, Any]] = []
-        for task_run_id, s in states:
-            text = state_json[s.id] = s.model_dump_json()
-            state_rows.append(
-                {
-                    "state_id": s.id,
-                    "task_run_id": task_run_id,
-                    "type": s.type._value_,  # not .value: that enum property is slow
-                    "name": s.name,
-                    "timestamp": s.timestamp,
-                    "state_json": text,
-                }
-            )
-        run_rows = [rows.task_run_row(t, state_json) for t in latest.values()]
+        # Tuples in the driver's form, built straight from the models (batch.py).
+        run_rows, state_rows = batch.task_run_params(
+            task_runs_, states, sqlite=self.dialect == "sqlite"
+        )
         upsert, append = self._task_run_upsert, self._task_run_state_append
 
         def tx(conn: sa.Connection) -> None:
-            bulk_execute(conn, upsert, task_runs, run_rows, serialized=rows.TASK_RUN_JSON_TEXT)
-            bulk_execute(conn, append, task_run_states, state_rows)
+            bulk_execute_rows(conn, upsert, task_runs, batch.TASK_RUN_KEYS, run_rows)
+            bulk_execute_rows(conn, append, task_run_states, batch.STATE_KEYS, state_rows)
 
         try:
             self._write(tx)
         except IntegrityError as exc:
-            self._raise_missing_runs(t.flow_run_id for t in latest.values())
+            self._raise_missing_runs(t.flow_run_id for t in task_runs_)
             raise NotFound("task run", f"of a state in the batch ({exc.orig})") from exc
 
     def read_task_runs(self, task_run_filter: TaskRunFilter | None = None) -> list[TaskRun]:
@@ -509,9 +497,9 @@ class Store:
         """Append a batch of log records."""
         if not logs_:
             return
-        log_rows = [rows.log_row(entry) for entry in logs_]
+        log_rows = batch.log_params(logs_, sqlite=self.dialect == "sqlite")
         try:
-            self._write(lambda c: bulk_execute(c, _LOG_INSERT, logs, log_rows))
+            self._write(lambda c: bulk_execute_rows(c, _LOG_INSERT, logs, batch.LOG_KEYS, log_rows))
         except IntegrityError:
             self._raise_missing_runs(entry.flow_run_id for entry in logs_)
             raise
