@@ -353,7 +353,7 @@ def report(raw: dict[str, Any]) -> str:
             per_task_total(pf_runs),
         )
         row(
-            "(b) flow end → store holds every task run",
+            "(b) flow end → store holds every task run (nbflow: from the body's last task)",
             None,
             nb_lag,
             pf_lag,
