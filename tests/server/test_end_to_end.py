@@ -113,7 +113,7 @@ async def test_scheduled_deployment_runs_for_real_and_reports_back(
 
     async def scheduled() -> Any:
         _, page = await api("GET", "flow_runs", params={"deployment_ids": dep["id"]})
-        return page["items"][0] if page["total"] else None
+        return page["items"][0] if page["items"] else None
 
     run = await eventually(scheduled, what="the scheduler to create the run")
     final = await _wait_state(api, run["id"], "COMPLETED", "FAILED", "CRASHED")
