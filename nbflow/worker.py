@@ -13,8 +13,9 @@ user's token).  Each pass:
    runner adds the run's own), records the infrastructure id, and watches the run in a
    thread (the runner reports a non-zero exit of an unfinished run as Crashed).
 
-``limit`` caps the runs this worker has in flight.  Runs get a per-run token when the
-worker can mint one (``secret_file``: the server's token secret), else the worker's own.
+``limit`` caps the runs this worker has in flight.  Each run's process gets a per-run
+token that the server mints for it (``POST /flow_runs/{id}/token``): it may report on its
+own run only, and never sees the worker's (the user's) token.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -33,29 +33,19 @@ from nbflow.runners.base import Runner, TokenFactory
 from nbflow.schemas import FlowRun, FlowRunFilter, SetStateStatus
 from nbflow.states import Crashed, Pending, StateType, Submitting, now
 
-__all__ = ["Worker", "run_token_factory"]
+__all__ = ["Worker", "server_token_factory"]
 
 logger = logging.getLogger("nbflow.worker")
 
 _PAGE = 200
 
 
-def run_token_factory(secret_file: str | Path) -> TokenFactory:
-    """Return a factory of per-run tokens signed with the server's secret (``secret_file``)."""
-    # The token format belongs to the server extension; it ships in the same wheel.
-    from nbflow_server.tokens import RunTokenSigner
+def server_token_factory(client: Any) -> TokenFactory:
+    """Return a factory of per-run tokens minted by the server (``POST /flow_runs/{id}/token``).
 
-    try:
-        secret = Path(secret_file).read_bytes().strip()
-    except OSError as exc:
-        raise ValidationError(
-            "secret_file",
-            str(secret_file),
-            f"cannot be read ({exc.strerror})",
-            "give the server's NbflowApp.secret_file (default $NBFLOW_HOME/server_secret)",
-        ) from None
-    signer = RunTokenSigner(secret)
-    return lambda run: signer.mint(run.id)
+    A run's process then holds a token for its own run only, never the worker's token.
+    """
+    return lambda run: str(client.mint_run_token(run.id))
 
 
 class Worker:

@@ -37,12 +37,6 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between two polls (2)")
     parser.add_argument(
-        "--secret-file",
-        default=None,
-        help="the server's token secret (NbflowApp.secret_file): runs then get a token "
-        "for their own run only; without it they get the worker's token",
-    )
-    parser.add_argument(
         "--once", action="store_true", help="one pass, then wait for the submitted runs"
     )
     parser.set_defaults(handler=handle, prog=parser.prog)
@@ -53,7 +47,7 @@ def handle(args: argparse.Namespace) -> int:
     from nbflow.client.http import HTTPClient
     from nbflow.runners import get_runner
     from nbflow.settings import get_settings
-    from nbflow.worker import Worker, run_token_factory
+    from nbflow.worker import Worker, server_token_factory
 
     settings = get_settings()
     if not settings.api_url:
@@ -69,12 +63,8 @@ def handle(args: argparse.Namespace) -> int:
         runner_cls = get_runner(args.runner)
     except Exception as exc:
         raise UsageError(str(exc)) from exc
-    tokens = run_token_factory(args.secret_file) if args.secret_file else None
-    if tokens is None:
-        sys.stderr.write(
-            "nbflow worker: no --secret-file: runs receive the worker's own API token\n"
-        )
     client = HTTPClient(settings.api_url, token=settings.api_token)
+    tokens = server_token_factory(client)
     runner = runner_cls(client=client, api_url=settings.api_url, token_factory=tokens)
 
     def say(text: str) -> None:

@@ -310,6 +310,13 @@ class HTTPClient(Client):
         )
         return OrchestrationResult.model_validate(data)
 
+    def mint_run_token(self, flow_run_id: UUID) -> str:
+        """Return a token that lets the run's process report on this run only (server only)."""
+        data = self._request(
+            "POST", f"flow_runs/{flow_run_id}/token", kind="flow run", key=flow_run_id
+        )
+        return str(data["token"])
+
     # -- task runs -----------------------------------------------------------------------
     def write_task_runs(
         self, task_runs: Sequence[TaskRun], states: Sequence[tuple[UUID, State]] = ()

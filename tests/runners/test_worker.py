@@ -21,11 +21,11 @@ from uuid import UUID
 import pytest
 
 from nbflow.cli import EXIT_USAGE, main
-from nbflow.client.http import HTTPClient
+from nbflow.client.http import APIError, HTTPClient
 from nbflow.runners.docker import DockerRunner
 from nbflow.schemas import FlowRun, FlowRunCreate, TaskRunFilter
 from nbflow.states import Scheduled, StateType, now
-from nbflow.worker import Worker, run_token_factory
+from nbflow.worker import Worker, server_token_factory
 from tests.runners.live import (
     FLOW_NOTEBOOK,
     TEST_IMAGE,
@@ -168,9 +168,20 @@ def test_server_leaves_other_runners_to_workers_and_two_workers_claim_once(
 
 
 def test_worker_gives_runs_their_own_token(dispatching_server: LiveServer) -> None:
-    tokens = run_token_factory(dispatching_server.secret_file)
-    run = _scheduled_runs(dispatching_server, "docker", 1, delay=86400)[0]  # never due here
-    assert tokens(run) == dispatching_server.run_token(run)
+    server = dispatching_server
+    user = HTTPClient(server.url, token=server.token)
+    tokens = server_token_factory(user)  # minted by the server, for one run
+    run, other = _scheduled_runs(server, "docker", 2, delay=86400)  # never due here
+    token = tokens(run)
+    assert token == server.run_token(run) and token != server.token
+    scoped = HTTPClient(server.url, token=token)
+    assert scoped.read_flow_run(run.id).id == run.id
+    with pytest.raises(APIError):
+        scoped.read_flow_run(other.id)  # another run: refused
+    with pytest.raises(APIError):
+        scoped.mint_run_token(run.id)  # a run token cannot mint tokens
+    user.close()
+    scoped.close()
 
 
 def test_worker_command_line(dispatching_server: LiveServer, tmp_path: Path) -> None:
@@ -193,7 +204,7 @@ def test_worker_command_line(dispatching_server: LiveServer, tmp_path: Path) -> 
     )
     done = subprocess.run(
         [sys.executable, "-c", code, "worker", "--runner", "kubernetes", "--once",
-         "--secret-file", str(server.secret_file), "--limit", "5"],
+         "--limit", "5"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

@@ -28,6 +28,7 @@ ROUTES: list[Route] = [
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/set_state", flow_runs.FlowRunSetStateHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/cancel", flow_runs.FlowRunCancelHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/heartbeat", flow_runs.FlowRunHeartbeatHandler),
+    Route(f"/flow_runs/(?P<flow_run_id>{ID})/token", flow_runs.FlowRunTokenHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/states", flow_runs.FlowRunStatesHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/output", flow_runs.FlowRunOutputHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/graph", flow_runs.FlowRunGraphHandler),

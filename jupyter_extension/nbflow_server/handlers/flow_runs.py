@@ -29,6 +29,7 @@ from nbflow_server.handlers.models import (
     FlowRunPage,
     FlowRunUpdate,
     GraphEdge,
+    RunToken,
     SetStateRequest,
     StateList,
 )
@@ -162,6 +163,20 @@ class FlowRunCancelHandler(NbflowHandler):
             )
         self.publish(flow_run_event(await self.call(self.client.read_flow_run, rid)))
         self.write_model(result)
+
+
+class FlowRunTokenHandler(NbflowHandler):
+    """``/flow_runs/{flow_run_id}/token``: a per-run token for a worker's runner."""
+
+    @endpoint(
+        "execute",
+        "Mint a token that lets a run's process report on this run and nothing else",
+        response=RunToken,
+    )
+    async def post(self, flow_run_id: str) -> None:
+        rid = self.parse_uuid("flow_run_id", flow_run_id)
+        await self.call(self.client.read_flow_run, rid)  # 404 for an unknown run
+        self.write_model(RunToken(flow_run_id=rid, token=self.nbflow.mint_run_token(rid)))
 
 
 class FlowRunHeartbeatHandler(NbflowHandler):

@@ -25,6 +25,7 @@ from nbflow.schemas import (
 from nbflow.states import State, StateType
 
 __all__ = [
+    "RunToken",
     "ArtifactList",
     "DeploymentList",
     "DeploymentUpdate",
@@ -144,6 +145,13 @@ class StateList(_Body):
     """A state history, oldest first."""
 
     items: list[State]
+
+
+class RunToken(_Body):
+    """A token for one run's process: it may report on that run only."""
+
+    flow_run_id: uuid.UUID
+    token: str
 
 
 class ArtifactList(_Body):
