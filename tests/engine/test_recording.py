@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+
+import pytest
 import sqlalchemy as sa
 
 from nbflow import flow, task
@@ -51,3 +54,17 @@ def test_a_10000_task_flow_leaves_every_task_run_and_state_in_the_store(
     sample = done[-1]
     names = [s.name for s in store.read_task_run_states(sample.id)]
     assert names in (["Running", "Completed"], ["Pending", "Running", "Completed"])
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_recorder_leaves_the_garbage_collector_as_it_found_it(
+    store: EmbeddedClient, enabled: bool
+) -> None:
+    """The collector pauses during a batch write only; a disabled one stays disabled."""
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert many(200) == 199 * 100
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
