@@ -34,7 +34,7 @@ from nbflow.schemas import FlowRun
 from nbflow.settings import get_settings
 from nbflow_server.events import EventBus
 from nbflow_server.handlers import API_PREFIX, ROUTES
-from nbflow_server.handlers.base import StoreCalls, flow_run_event
+from nbflow_server.handlers.base import flow_run_event
 from nbflow_server.services import Service, ServiceGroup
 from nbflow_server.services.dispatcher import Dispatcher, DispatcherService, RunnerPool
 from nbflow_server.services.kernel_env import install_kernel_env
@@ -197,7 +197,6 @@ class NbflowApp(ExtensionApp):
 
     # -- state -------------------------------------------------------------------------
     client: Client
-    store_calls: StoreCalls
     signer: RunTokenSigner
     event_bus: EventBus
     services: ServiceGroup
@@ -209,7 +208,6 @@ class NbflowApp(ExtensionApp):
     def initialize_settings(self) -> None:
         """Open the store, load the token secret and prepare the services."""
         self.client = EmbeddedClient.from_url(self.db_url)
-        self.store_calls = StoreCalls(self.client)
         self.signer = RunTokenSigner(load_or_create_secret(Path(self.secret_file)))
         self.event_bus = EventBus()
         self.runners = RunnerPool(self._make_runner)
@@ -326,7 +324,6 @@ class NbflowApp(ExtensionApp):
         """Stop the services and close the store."""
         await self.services.stop()
         self.runners.close()
-        self.store_calls.close()
         self.client.close()
 
     def mint_run_token(self, flow_run_id: UUID) -> str:
