@@ -210,6 +210,7 @@ def drive(
                 work.request(kind)(setup)
         # Build every request before the clock starts: the driver only sends.
         calls = [(kind, work.request(kind)) for kind in plan]
+        metrics_before = server_histogram(setup)
         cpu_before = server_cpu_seconds(server_pid)
         # For profiling: py-spy record -p <pid> while the load runs.
         print(f"driving server pid {server_pid} now", flush=True)
@@ -237,6 +238,8 @@ def drive(
                 pool.submit(send, kind, call, due)
             wall = time.perf_counter() - t0
         cpu = server_cpu_seconds(server_pid) - cpu_before
+        after = server_histogram(setup)
+        server_side = {le: after.get(le, 0.0) - metrics_before.get(le, 0.0) for le in after}
     shared.close()
     return {
         "latencies": latencies,
@@ -245,7 +248,30 @@ def drive(
         "wall": wall,
         "sent": total,
         "server_cpu_ms_per_request": cpu / total * 1000,
+        "server_histogram": server_side,
     }
+
+
+def server_histogram(http: httpx.Client) -> dict[float, float]:
+    """Return the server's own request-duration histogram of nbflow handlers (cumulative).
+
+    jupyter_server's Prometheus ``/metrics`` times each request inside the server, from the
+    start of tornado's handling to its finish: comparing it with the latencies seen here
+    separates time in the server from time in the network stack and in this driver.
+    """
+    response = http.get(str(http.base_url.copy_with(path="/metrics")))
+    buckets: dict[float, float] = {}
+    for line in response.text.splitlines():
+        if (
+            not line.startswith("http_request_duration_seconds_bucket{")
+            or "nbflow_server" not in line
+        ):
+            continue
+        labels, _, value = line.rpartition(" ")
+        le = labels.split('le="', 1)[1].split('"', 1)[0]
+        bound = float("inf") if le == "+Inf" else float(le)
+        buckets[bound] = buckets.get(bound, 0.0) + float(value)
+    return buckets
 
 
 def server_cpu_seconds(pid: int) -> float:
@@ -293,6 +319,15 @@ def summarize(label: str, result: dict[str, Any]) -> dict[str, Any]:
     print(
         f"  server CPU {cpu:.2f} ms/request; send lag p99 {lag99:.1f} ms; target p99 < 25 ms: {met}"
     )
+    histogram = result["server_histogram"]
+    handled = histogram.get(float("inf"), 0.0)
+    if handled:
+        shares = ", ".join(
+            f"<= {le * 1000:g} ms {count / handled:.1%}"
+            for le, count in sorted(histogram.items())
+            if le in (0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+        )
+        print(f"  inside the server ({handled:.0f} requests): {shares}")
     for error in result["errors"][:5]:
         print(f"  error: {error}")
     return {
@@ -301,6 +336,7 @@ def summarize(label: str, result: dict[str, Any]) -> dict[str, Any]:
         "errors": len(result["errors"]),
         "lag_p99_ms": lag99,
         "server_cpu_ms_per_request": cpu,
+        "server_histogram": {str(k): v for k, v in sorted(result["server_histogram"].items())},
         "load_average": os.getloadavg(),
     }
 
