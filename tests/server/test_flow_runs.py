@@ -50,6 +50,11 @@ async def test_create_filter_paginate_count(api: Api) -> None:
     assert none["total"] == 0
     status, body = await api("GET", "flow_runs", params={"state_types": "DONE"})
     assert status == 400 and body["errors"][0]["field"].startswith("query.state_types")
+    status, body = await api("GET", "flow_runs", params={"colour": "red"})
+    assert status == 400 and body["errors"][0]["field"] == "query.colour"
+    # A browser's cache-busting key (JupyterLab adds ?<timestamp> to GETs) is not an input.
+    status, busted = await api("GET", "flow_runs", params={"limit": 2, "1763844000000": "1"})
+    assert status == 200 and len(busted["items"]) == 2, busted
 
 
 async def test_set_state_goes_through_the_gate(api: Api, nbflow_app: NbflowApp) -> None:

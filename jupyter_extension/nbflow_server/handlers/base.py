@@ -308,7 +308,13 @@ class NbflowHandler(ExtensionHandlerMixin, APIHandler):
             if not values:
                 continue
             data[name] = values if _is_list_field(field.annotation) else values[-1]
-        unknown = set(self.request.query_arguments) - set(model.model_fields)
+        # Browser clients bust caches with a bare timestamp key (JupyterLab's
+        # ServerConnection adds ``?1700000000000`` to GETs, jQuery ``_=...``): not input.
+        unknown = {
+            key
+            for key in self.request.query_arguments
+            if key not in model.model_fields and not (key.isdigit() or key == "_")
+        }
         if unknown:
             raise ValidationError(
                 f"query.{sorted(unknown)[0]}",
