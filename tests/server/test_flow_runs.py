@@ -183,6 +183,12 @@ async def test_output_notebook(api: Api, jp_root_dir: Path) -> None:
     assert "".join(nb["cells"][0]["source"]) == "w"
     _, arts = await api("GET", "artifacts", params={"flow_run_id": rid})
     assert [a["key"] for a in arts["items"]] == ["output"]
+    # A partial output recorded locally: its data is a marker, the notebook is at the uri.
+    (jp_root_dir / "partial.ipynb").write_text(json.dumps(make_notebook(["p = 1"])))
+    marker = {**artifact, "data": {"partial": True}, "uri": "partial.ipynb"}
+    assert (await api("POST", "artifacts", body=marker))[0] == 201
+    _, nb = await api("GET", "flow_runs", rid, "output")
+    assert "".join(nb["cells"][0]["source"]) == "p = 1"
 
 
 async def test_output_outside_served_dirs_is_not_read(api: Api, tmp_path: Path) -> None:

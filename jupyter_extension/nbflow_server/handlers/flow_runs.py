@@ -276,8 +276,8 @@ class FlowRunOutputHandler(NbflowHandler):
             a for a in self.client.read_artifacts(flow_run_id=flow_run_id) if a.kind == "notebook"
         ]
         for artifact in reversed(artifacts):
-            if artifact.data is not None:
-                return artifact.data
+            if artifact.data is not None and "cells" in artifact.data:
+                return artifact.data  # the notebook itself (a run in a container sends it)
             if artifact.uri and "://" not in artifact.uri.removeprefix("file://"):
                 notebook = self._read_local(artifact.uri)
                 if notebook is not None:
