@@ -8,51 +8,20 @@ of its own (through ``search_path``), dropped afterwards.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from nbflow.orchestration.store import Store
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-def _postgres_base_url() -> str:
-    url = os.environ.get("NBFLOW_TEST_POSTGRES_URL")
-    if not url:
-        reason = (
-            "NBFLOW_TEST_POSTGRES_URL is not set; start a server with "
-            '`eval "$(scripts/postgres-up.sh | tail -n 1)"`'
-        )
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide PostgreSQL: {reason}")
-        pytest.skip(reason)
-    return url
+from tests.databases import BACKENDS, database_url
 
 
 @pytest.fixture(params=BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """Return the URL of an empty database on each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'home' / 'nbflow.db'}"
-        return
-    base = make_url(_postgres_base_url()).set(drivername="postgresql+psycopg")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with database_url(request.param, tmp_path / "home") as url:
+        yield url
 
 
 @pytest.fixture

@@ -12,21 +12,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
-import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from nbflow.runners import JobVariables, Runner
 from nbflow.runners.subprocess import SubprocessJobVariables
 from nbflow.schemas import FlowRun
+from tests.databases import BACKENDS, database_url
 
 __all__ = [
     "BACKENDS",
@@ -35,41 +31,6 @@ __all__ = [
     "eventually",
     "services_config",
 ]
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-def _postgres_base_url() -> str:
-    url = os.environ.get("NBFLOW_TEST_POSTGRES_URL")
-    if not url:
-        reason = (
-            "NBFLOW_TEST_POSTGRES_URL is not set; start a server with "
-            '`eval "$(scripts/postgres-up.sh | tail -n 1)"`'
-        )
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide PostgreSQL: {reason}")
-        pytest.skip(reason)
-    return url
-
-
-@contextmanager
-def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
-    """Yield the URL of an empty database on ``backend`` (``sqlite`` or ``postgresql``)."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'nbflow.db'}"
-        return
-    base = make_url(_postgres_base_url()).set(drivername="postgresql+psycopg")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 def services_config(db_url: str, tmp_path: Path, **nbflow: Any) -> dict[str, Any]:
