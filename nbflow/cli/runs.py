@@ -18,7 +18,7 @@ from nbflow.cli._output import (
     store_location,
 )
 from nbflow.client import Client, get_client
-from nbflow.exceptions import FlowRunNotFound
+from nbflow.exceptions import FlowRunNotFound, NbflowError
 from nbflow.schemas import FlowRun, FlowRunFilter, TaskRunFilter
 from nbflow.settings import get_settings
 from nbflow.states import DEFAULT_NAMES, StateType
@@ -177,6 +177,19 @@ def resolve_flow_run(client: Client, text: str) -> FlowRun:
     return matches[0]
 
 
+def _effective_parameters(client: Client, run: FlowRun) -> dict[str, tuple[Any, bool]]:
+    """Return the run's parameters with the flow's defaults for those it did not set."""
+    values: dict[str, tuple[Any, bool]] = {k: (v, False) for k, v in run.parameters.items()}
+    try:
+        schema = client.read_flow(run.flow_id).parameters_schema
+    except NbflowError:
+        return values
+    for name, prop in (schema.get("properties") or {}).items():
+        if name not in values and isinstance(prop, dict) and "default" in prop:
+            values[name] = (prop["default"], True)
+    return values
+
+
 def handle_show(args: argparse.Namespace) -> int:
     """Show one flow run."""
     client = get_client()
@@ -208,9 +221,11 @@ def handle_show(args: argparse.Namespace) -> int:
         print(f"  output:      {run.output_path}")
 
     print("\nParameters")
-    if run.parameters:
-        for key, value in run.parameters.items():
-            print(f"  {key} = {json.dumps(value, default=str)}")
+    effective = _effective_parameters(client, run)
+    if effective:
+        for key, (value, is_default) in effective.items():
+            note = "  (default)" if is_default else ""
+            print(f"  {key} = {json.dumps(value, default=str)}{note}")
     else:
         print("  (none)")
 

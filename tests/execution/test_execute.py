@@ -305,6 +305,13 @@ def test_nbflow_run_command(
     assert "expected integer" in capsys.readouterr().err
     assert main(["run", str(good), "--runner", "nope"]) == 2
     assert "Available runners" in capsys.readouterr().err
+    # The record shows the defaults the notebook ran with, marked as such.
+    two = write_notebook("two.ipynb", ["n = 1\nlabel = 'x'", "print(label * n)"], parameters=0)
+    assert main(["run", str(two), "-p", "n=3", "-q"]) == 0
+    run_id = capsys.readouterr().out.split("run id: ")[1].split()[0]
+    assert main(["runs", "show", run_id]) == 0
+    shown = capsys.readouterr().out
+    assert "n = 3\n" in shown and 'label = "x"  (default)' in shown, shown
 
 
 def test_wait_is_honoured_until_the_scheduled_time(
