@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _scratch_db import scratch_postgres
 
 TOKEN = "bench-token"
 RESULTS = Path(__file__).parent / "results"
@@ -102,26 +103,6 @@ def nbflow_server(base: Path, db_url: str | None) -> Iterator[tuple[str, int]]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-
-
-@contextmanager
-def scratch_postgres(url: str) -> Iterator[str]:
-    """Create a scratch schema on the database at ``url``; yield a URL using it; drop it."""
-    import sqlalchemy as sa
-    from sqlalchemy.engine import make_url
-
-    base = make_url(url).set(drivername="postgresql+psycopg")
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        scoped = base.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield scoped.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 class Workload:

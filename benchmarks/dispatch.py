@@ -39,6 +39,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+from _scratch_db import scratch_postgres
+
 from nbflow.runners import Runner
 from nbflow.schemas import FlowRun
 
@@ -74,26 +76,6 @@ class NoopRunner(Runner):
         """Never finishes (the runs stay Submitting)."""
         time.sleep(timeout or 0)
         return None
-
-
-@contextmanager
-def scratch_postgres(url: str) -> Iterator[str]:
-    """Create a scratch schema at ``url``; yield a SQLAlchemy URL that uses it; drop it."""
-    import sqlalchemy as sa
-    from sqlalchemy.engine import make_url
-
-    base = make_url(url).set(drivername="postgresql+psycopg")
-    schema = f"nbflow_dispatch_{os.getpid()}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        scoped = base.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield scoped.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 # -- in-process service ----------------------------------------------------------------
@@ -285,7 +267,7 @@ def main() -> None:
                     )
                 else:
                     assert pg_url is not None
-                    with scratch_postgres(pg_url) as db_url:
+                    with scratch_postgres(pg_url, "nbflow_dispatch") as db_url:
                         measured = (
                             bench_service(db_url, args.runs)
                             if mode == "service"
