@@ -60,13 +60,13 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register the ``%%flow``, ``%%task`` and ``%nbflow`` magics (``%load_ext nbflow``)."""
-    from nbflow.magics import load_ipython_extension as _load
+    from nbflow.notebook.magics import load_ipython_extension as _load
 
     _load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Remove what :func:`load_ipython_extension` registered."""
-    from nbflow.magics import unload_ipython_extension as _unload
+    from nbflow.notebook.magics import unload_ipython_extension as _unload
 
     _unload(ipython)

@@ -3,7 +3,7 @@
 A deployment needs a server (``NBFLOW_API_URL``): the embedded store has no scheduler or
 dispatcher.  The notebook is uploaded (its JSON becomes the deployment's snapshot) or named
 by a path relative to the server's root; the flow is registered from the notebook's
-``%%flow`` cell (name and typed parameters schema, see :mod:`nbflow.notebooks`).
+``%%flow`` cell (name and typed parameters schema, see :mod:`nbflow.notebook.document`).
 Validation is left to the server where it can do it, so its messages (which name the field,
 e.g. ``body.schedules.0.cron``) reach the user; :func:`option_of_field` maps those fields
 back to the option that set them.
@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from croniter import croniter
 
-from nbflow import notebooks as nbs
+from nbflow.notebook import document as nbs
 from nbflow.client.http import APIError, HTTPClient
 from nbflow.exceptions import NbflowError
 from nbflow.schemas import Deployment, DeploymentCreate, Flow, Schedule

@@ -113,6 +113,11 @@ class FlowRunCreate(_Model):
     notebook_path: str | None = None
     #: ``"interactive"`` for a live-kernel run, ``"batch"`` for ``nbflow execute``, ``"python"``.
     mode: Literal["python", "interactive", "batch"] = "python"
+    #: The run this one retries (set by the lifecycle's retry, never by a run's process).
+    retry_of: uuid.UUID | None = None
+    #: The flow run and task run that started this run as a child.
+    parent_flow_run_id: uuid.UUID | None = None
+    parent_task_run_id: uuid.UUID | None = None
 
 
 class FlowRun(_Model):
@@ -139,6 +144,9 @@ class FlowRun(_Model):
     output_path: str | None = None
     mode: Literal["python", "interactive", "batch"] = "python"
     heartbeat: datetime | None = None
+    retry_of: uuid.UUID | None = None
+    parent_flow_run_id: uuid.UUID | None = None
+    parent_task_run_id: uuid.UUID | None = None
     created: datetime = Field(default_factory=now)
     updated: datetime = Field(default_factory=now)
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nbflow import notebooks as nbs
+from nbflow.notebook import document as nbs
 from nbflow.cli import EXIT_FAILED, EXIT_OK, UsageError
 from nbflow.cli._output import format_duration, print_table, short_id
 from nbflow.cli.notebook_run import (

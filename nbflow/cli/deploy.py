@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nbflow import notebooks as nbs
+from nbflow.notebook import document as nbs
 from nbflow.cli import UsageError
 from nbflow.cli.notebook_run import parse_job_variables
 from nbflow.client.http import HTTPClient
@@ -28,7 +28,7 @@ from nbflow.deployments import (
     server_client,
 )
 from nbflow.exceptions import ValidationError
-from nbflow.magics_args import parse_duration
+from nbflow.notebook.arguments import parse_duration
 from nbflow.schemas import Deployment, Flow
 from nbflow.settings import get_settings
 

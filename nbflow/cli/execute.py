@@ -62,7 +62,7 @@ def _skip_slow_format_checkers() -> None:
 def _prestart_kernel() -> Any:
     """Start a python3 kernel now, without waiting for it; None if that is not possible."""
     try:
-        from nbflow.kernels import new_kernel_manager
+        from nbflow.execution.kernels import new_kernel_manager
 
         km = new_kernel_manager("python3")
         km.start_kernel()
@@ -93,7 +93,7 @@ def handle(args: argparse.Namespace) -> int:
     run_text = args.run_id
     if args.standby:
         _skip_slow_format_checkers()
-        import nbflow.execution
+        import nbflow.execution.executor
         from nbflow.settings import get_settings
 
         if not get_settings().uses_server:
@@ -119,7 +119,7 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError(f"RUN_ID={run_text!r} is not a flow run id (a UUID)") from None
     _skip_slow_format_checkers()
     try:
-        from nbflow.execution import execute_flow_run
+        from nbflow.execution.executor import execute_flow_run
     except ImportError as exc:
         if km is not None:
             km.shutdown_kernel(now=True)

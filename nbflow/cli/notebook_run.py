@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbflow import notebooks as nbs
+from nbflow.notebook import document as nbs
 from nbflow.cli import EXIT_FAILED, EXIT_OK, UsageError
 from nbflow.cli._output import format_duration
 from nbflow.client import Client, get_client

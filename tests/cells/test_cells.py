@@ -1,4 +1,4 @@
-"""Table-driven tests of nbflow.cells: one row per construct."""
+"""Table-driven tests of nbflow.notebook.cells: one row per construct."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import textwrap
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
-from nbflow.cells import analyze_cell, normalize_source
+from nbflow.notebook.cells import analyze_cell, normalize_source
 
 _transform = TransformerManager().transform_cell
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbflow.fingerprint import (
+from nbflow.engine.fingerprint import (
     Unfingerprintable,
     cell_cache_key,
     fingerprint,

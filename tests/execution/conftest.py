@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nbflow import notebooks as nbs
+from nbflow.notebook import document as nbs
 from nbflow.client import set_client
 from nbflow.client.embedded import EmbeddedClient
 from nbflow.settings import Settings, reload_settings

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nbflow import notebooks as nbs
+from nbflow.notebook import document as nbs
 from nbflow.exceptions import ParameterError
 
 FLOW_CELL = '%%flow daily_sales --schedule "0 6 * * *"\nregion = "EU"\nday: str = "2026-01-01"\nn = 3\nrate = 0.5\nverbose = False\nshops = ["a", "b"]\nlimit: int | None = None\nimport os\ncomputed = os.getcwd()\n'

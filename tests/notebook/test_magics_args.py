@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from nbflow.exceptions import ValidationError
-from nbflow.magics_args import (
+from nbflow.notebook.arguments import (
     parse_duration,
     parse_flow_line,
     parse_parameters,

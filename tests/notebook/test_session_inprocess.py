@@ -11,7 +11,7 @@ from IPython.testing.globalipapp import start_ipython
 
 from nbflow.client import set_client
 from nbflow.client.embedded import EmbeddedClient
-from nbflow.magics import NbflowMagics
+from nbflow.notebook.magics import NbflowMagics
 from nbflow.schemas import FlowRunFilter, TaskRunFilter
 from nbflow.states import StateType
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from nbflow.engine.events import FlowRunEvent, TaskRunEvent
 from nbflow.schemas import TaskRun
 from nbflow.states import Cached, Cancelled, Completed, Failed, Running, State, now
-from nbflow.widget import FlowRunWidget
+from nbflow.notebook.widget import FlowRunWidget
 
 
 class ManualScheduler:

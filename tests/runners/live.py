@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from nbflow.client.http import HTTPClient
-from nbflow.notebooks import new_notebook
+from nbflow.notebook.document import new_notebook
 from nbflow.runners.subprocess import SubprocessRunner
 from nbflow.schemas import DeploymentCreate, Flow, FlowRun, FlowRunCreate
 from nbflow.states import Pending, State

@@ -19,8 +19,8 @@ from jupyter_core.utils import ensure_async
 from pydantic import Field
 
 from nbflow.exceptions import ValidationError
-from nbflow.magics_args import KNOWN_RUNNERS, parse_flow_line
-from nbflow.notebooks import (
+from nbflow.notebook.arguments import KNOWN_RUNNERS, parse_flow_line
+from nbflow.notebook.document import (
     NotebookFormatError,
     cell_source,
     find_flow_cell,

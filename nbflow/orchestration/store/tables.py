@@ -22,6 +22,7 @@ from sqlalchemy.engine import Dialect
 __all__ = [
     "UTCDateTime",
     "artifacts",
+    "concurrency_limits",
     "deployments",
     "flow_run_states",
     "flow_runs",
@@ -199,6 +200,11 @@ flow_runs = sa.Table(
     sa.Column("output_path", sa.Text()),
     sa.Column("mode", sa.String(20), nullable=False),
     sa.Column("heartbeat", UTCDateTime()),
+    #: The run this one retries (a user's retry or a repair is a new, linked run).
+    sa.Column("retry_of", sa.Uuid(), index=True),
+    #: The flow run (and its task run) that started this one as a child (run_notebook).
+    sa.Column("parent_flow_run_id", sa.Uuid(), index=True),
+    sa.Column("parent_task_run_id", sa.Uuid()),
     sa.Column("created", UTCDateTime(), nullable=False, index=True),
     sa.Column("updated", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("deployment_id", "idempotency_key"),
@@ -296,4 +302,15 @@ artifacts = sa.Table(
     sa.Column("data", sa.JSON()),
     sa.Column("created", UTCDateTime(), nullable=False),
     sa.Index(None, "flow_run_id", "created"),
+)
+
+#: Concurrency limits by key: ``flow:<flow name>`` or ``tag:<tag>`` (deployments carry their own).
+concurrency_limits = sa.Table(
+    "concurrency_limits",
+    metadata,
+    _id_pk(),
+    sa.Column("key", sa.String(300), nullable=False, unique=True),
+    sa.Column("limit", sa.Integer(), nullable=False),
+    sa.Column("created", UTCDateTime(), nullable=False),
+    sa.Column("updated", UTCDateTime(), nullable=False),
 )

@@ -28,7 +28,7 @@ from nbflow.states import State, StateType
 
 __all__ = ["FlowRunWidget", "TaskRow"]
 
-log = logging.getLogger("nbflow.widget")
+log = logging.getLogger("nbflow.notebook.widget")
 
 #: Background colour of each state (by name first, then by type).
 COLOURS: dict[str, str] = {

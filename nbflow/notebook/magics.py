@@ -28,12 +28,13 @@ import cloudpickle
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from nbflow import magics_commands, magics_server
-from nbflow.cells import CellAnalysis, analyze_cell
+from nbflow.notebook import commands as magics_commands
+from nbflow.notebook import server_commands as magics_server
+from nbflow.notebook.cells import CellAnalysis, analyze_cell
 from nbflow.engine import FlowRunEngine, TaskOptions, events
 from nbflow.exceptions import NbflowError, ValidationError
-from nbflow.fingerprint import Unfingerprintable, cell_cache_key, fingerprint_inputs
-from nbflow.magics_args import (
+from nbflow.engine.fingerprint import Unfingerprintable, cell_cache_key, fingerprint_inputs
+from nbflow.notebook.arguments import (
     KNOWN_RUNNERS,
     FlowOptions,
     TaskOptionsSpec,
@@ -44,11 +45,11 @@ from nbflow.magics_args import (
 from nbflow.schemas import Artifact
 from nbflow.settings import get_settings
 from nbflow.states import Completed, Failed, State, StateType
-from nbflow.widget import FlowRunWidget
+from nbflow.notebook.widget import FlowRunWidget
 
 __all__ = ["NbflowMagics", "NotebookSession", "load_ipython_extension", "unload_ipython_extension"]
 
-log = logging.getLogger("nbflow.magics")
+log = logging.getLogger("nbflow.notebook.magics")
 
 
 def notebook_path(shell: Any) -> Path | None:

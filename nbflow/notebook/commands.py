@@ -1,6 +1,6 @@
 """The ``%nbflow`` line magic: ``status``, ``runs``, ``show``, ``cancel``, ``finish``, ``run``, ``deploy``.
 
-``run`` and ``deploy`` talk to the server; they live in :mod:`nbflow.magics_server`.
+``run`` and ``deploy`` talk to the server; they live in :mod:`nbflow.notebook.server_commands`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from nbflow.schemas import FlowRunFilter, TaskRunFilter
 from nbflow.states import Cancelling
 
 if TYPE_CHECKING:
-    from nbflow.magics import NotebookSession
+    from nbflow.notebook.magics import NotebookSession
 
 __all__ = ["dispatch"]
 
@@ -127,13 +127,13 @@ def _finish(session: NotebookSession, args: list[str]) -> None:
 
 
 def _deploy(session: NotebookSession, args: list[str]) -> None:
-    from nbflow.magics_server import deploy_command
+    from nbflow.notebook.server_commands import deploy_command
 
     deploy_command(session, args)
 
 
 def _run(session: NotebookSession, args: list[str]) -> None:
-    from nbflow.magics_server import run_command
+    from nbflow.notebook.server_commands import run_command
 
     run_command(session, args)
 

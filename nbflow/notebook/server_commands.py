@@ -19,20 +19,20 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from IPython.core.error import UsageError
 
-from nbflow import notebooks as nbs
+from nbflow.notebook import document as nbs
 from nbflow.exceptions import NbflowError, ValidationError
-from nbflow.magics_args import FlowOptions, parse_duration
+from nbflow.notebook.arguments import FlowOptions, parse_duration
 from nbflow.schemas import Deployment, Flow, FlowRun, FlowRunCreate
 from nbflow.settings import get_settings
 from nbflow.states import Scheduled
 
 if TYPE_CHECKING:
     from nbflow.client.http import HTTPClient
-    from nbflow.magics import NotebookSession
+    from nbflow.notebook.magics import NotebookSession
 
 __all__ = ["deploy_command", "deploy_from_flow_cell", "run_command"]
 
-log = logging.getLogger("nbflow.magics")
+log = logging.getLogger("nbflow.notebook.magics")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +77,7 @@ def _client(what: str) -> HTTPClient:
 
 
 def _saved_notebook(session: NotebookSession, what: str) -> tuple[Path, dict[str, Any]]:
-    from nbflow.magics import notebook_path
+    from nbflow.notebook.magics import notebook_path
 
     path = notebook_path(session.shell)
     if path is None:
@@ -124,7 +124,7 @@ def _job_variables(pairs: list[str]) -> dict[str, Any]:
 
 def _flow_line_options(nb: dict[str, Any], path: Path) -> FlowOptions | None:
     """Return the options of the saved notebook's ``%%flow`` line, if it has one."""
-    from nbflow.magics_args import parse_flow_line
+    from nbflow.notebook.arguments import parse_flow_line
 
     cell = nbs.find_flow_cell(nb, source=str(path))
     if cell is None or not cell.args:
@@ -220,7 +220,7 @@ def deploy_from_flow_cell(session: NotebookSession, opts: FlowOptions) -> None:
 
 
 def _default_deployment_name(session: NotebookSession) -> str:
-    from nbflow.magics import notebook_path
+    from nbflow.notebook.magics import notebook_path
 
     path = notebook_path(session.shell)
     return path.stem if path is not None else "notebook"
@@ -234,7 +234,7 @@ def _server_relative_path(client: HTTPClient, session: NotebookSession) -> str |
     """
     import httpx
 
-    from nbflow.magics import notebook_path
+    from nbflow.notebook.magics import notebook_path
 
     given = notebook_path(session.shell)
     if given is not None and not given.is_absolute():

@@ -41,10 +41,10 @@ import papermill
 from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 from papermill.exceptions import PapermillExecutionError, strip_color
 
-from nbflow import notebooks as nbs
+from nbflow.notebook import document as nbs
 from nbflow.client import Client, get_client
 from nbflow.exceptions import NbflowError, NotFound, ParameterError
-from nbflow.kernels import new_kernel_manager
+from nbflow.execution.kernels import new_kernel_manager
 from nbflow.schemas import Artifact, FlowRun, Log, SetStateStatus, TaskRun
 from nbflow.settings import get_settings
 from nbflow.states import (
@@ -68,7 +68,7 @@ __all__ = [
     "output_notebook_path",
 ]
 
-logger = logging.getLogger("nbflow.execution")
+logger = logging.getLogger("nbflow.execution.executor")
 
 #: Seconds between heartbeats of a running flow run (the monitors' crash detection).
 HEARTBEAT_SECONDS = 10.0

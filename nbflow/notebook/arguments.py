@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from croniter import croniter
 
-from nbflow import notebooks
+from nbflow.notebook import document as notebooks
 from nbflow.exceptions import ValidationError
 
 __all__ = [
@@ -183,7 +183,7 @@ def parse_parameters(source: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
     The body may only hold assignments of literals to plain names (``day = "2026-01-01"``,
     ``n: int = 3``) and comments; anything else raises ValidationError naming the line.
-    Types and schema come from :mod:`nbflow.notebooks`, so the batch path agrees.
+    Types and schema come from :mod:`nbflow.notebook.document`, so the batch path agrees.
     """
     try:
         tree = ast.parse(source)
