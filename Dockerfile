@@ -7,6 +7,11 @@
 # is used when present. Extra CA certificates (*.crt) in docker/ca-certificates/ are trusted.
 # Layers: (1) CA certificates + venv + the heavy dependencies, which only change when this
 # file changes; (2) the project itself, so rebuilding after a code change takes seconds.
+#
+# Besides nbflow and papermill the image has the scientific basics most notebooks (and
+# every notebook in examples/) import: numpy and pandas. A notebook that needs more gets
+# an image of its own FROM this one: see docker/requirements.Dockerfile and
+# docs/runners.md ("Adding a notebook's requirements").
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
@@ -32,6 +37,7 @@ RUN set -eu; \
         "papermill>=2.6" "ipykernel>=6.29" "nbclient>=0.10" "nbformat>=5.9" "ipywidgets>=8.1" \
         "pydantic>=2.6" "SQLAlchemy>=2.0" "alembic>=1.13" "httpx>=0.27" "croniter>=2" \
         "anyio>=4" "cloudpickle>=2" "hatch-jupyter-builder>=0.5" \
+        "numpy>=1.26" "pandas>=2.1" \
     && python -m ipykernel install --sys-prefix --name python3
 
 # The image runs notebooks, not JupyterLab: build hooks (the labextension's jlpm build) are
@@ -40,6 +46,6 @@ RUN set -eu; \
 COPY . /src/nbflow
 RUN mkdir -p /src/nbflow/jupyter_extension/nbflow_server/labextension \
     && HATCH_BUILD_NO_HOOKS=true pip install --no-build-isolation "/src/nbflow[notebook]" \
-    && python -c "import nbflow, papermill"
+    && python -c "import nbflow, papermill, numpy, pandas"
 
 CMD ["nbflow", "--help"]

@@ -104,7 +104,9 @@ def bench_service(db_url: str, runs: int) -> dict[str, Any]:
             client=client, api_url="http://127.0.0.1:1/nbflow/api/v1", token_factory=lambda r: "t"
         )
     )
-    service = DispatcherService(Dispatcher(client, pool, dispatch_runners={"noop"}), interval=0.05)
+    service = DispatcherService(
+        Dispatcher(client, pool, runner_names={"noop"}, claimer="the benchmark"), interval=0.05
+    )
 
     async def run() -> float:
         start = time.perf_counter()

@@ -120,7 +120,11 @@ def pieces(env: dict[str, str], work: Path) -> dict[str, float]:
         "python -c pass": [py, "-c", "pass"],
         "import papermill": [py, "-c", "import papermill"],
         "import papermill (no RFC 3987 grammar)": [py, "-c", skip + "import papermill"],
-        "import nbflow.execution.executor (executor)": [py, "-c", skip + "import nbflow.execution.executor"],
+        "import nbflow.execution.executor (executor)": [
+            py,
+            "-c",
+            skip + "import nbflow.execution.executor",
+        ],
         "import nbflow.cli.notebook_run (parent)": [py, "-c", "import nbflow.cli.notebook_run"],
         "start a python3 kernel until ready": [py, "-c", kernel],
     }

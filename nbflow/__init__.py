@@ -26,11 +26,11 @@ __all__ = [
 ]
 
 _LAZY = {
-    "flow": "nbflow.flows",
-    "Flow": "nbflow.flows",
-    "task": "nbflow.tasks",
-    "Task": "nbflow.tasks",
-    "unmapped": "nbflow.tasks",
+    "flow": "nbflow.engine.flows",
+    "Flow": "nbflow.engine.flows",
+    "task": "nbflow.engine.tasks",
+    "Task": "nbflow.engine.tasks",
+    "unmapped": "nbflow.engine.tasks",
     "TaskRunFuture": "nbflow.engine.futures",
     "get_run_logger": "nbflow.engine.logging",
     "get_client": "nbflow.client",
@@ -40,11 +40,11 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from nbflow.client import get_client
+    from nbflow.engine.flows import Flow, flow
     from nbflow.engine.futures import TaskRunFuture
     from nbflow.engine.logging import get_run_logger
-    from nbflow.flows import Flow, flow
+    from nbflow.engine.tasks import Task, task, unmapped
     from nbflow.states import State, StateType
-    from nbflow.tasks import Task, task, unmapped
 
 
 def __getattr__(name: str) -> Any:

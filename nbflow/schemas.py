@@ -18,6 +18,8 @@ from nbflow.states import State, StateType, now
 
 __all__ = [
     "Artifact",
+    "ClaimedRun",
+    "ConcurrencyLimit",
     "Deployment",
     "DeploymentCreate",
     "Flow",
@@ -249,3 +251,20 @@ class TaskRunFilter(_Model):
     state_types: list[StateType] | None = None
     limit: int = Field(default=1000, ge=1, le=100_000)
     offset: int = Field(default=0, ge=0)
+
+
+class ClaimedRun(_Model):
+    """A due run a dispatcher claimed: the run (now Pending), its configuration and token."""
+
+    flow_run: FlowRun
+    #: The final job variables: runner defaults < deployment < run, ``env`` per variable.
+    job_variables: dict[str, Any] = Field(default_factory=dict)
+    #: The run's own API token for its process (None: the claimer supplies the credential).
+    token: str | None = None
+
+
+class ConcurrencyLimit(_Model):
+    """At most ``limit`` batch runs of a flow (``flow:<name>``) or a tag (``tag:<tag>``) at once."""
+
+    key: str = Field(min_length=1, max_length=300)
+    limit: int = Field(ge=0)

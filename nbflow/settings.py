@@ -10,10 +10,15 @@ NBFLOW_HOME             where the embedded store and results live (``~/.nbflow``
 NBFLOW_DATABASE_URL     SQLAlchemy URL of the store (``sqlite:///$NBFLOW_HOME/nbflow.db``)
 NBFLOW_API_URL          the server's API base URL; when set, clients talk HTTP to it
 NBFLOW_API_TOKEN        credential for the server (a per-run token inside runs)
+NBFLOW_API_RETRY_SECONDS  how long the HTTP client keeps retrying while the server is
+                        unreachable or answers 502/503/504 (``600`` in a run's own
+                        process, ``30`` elsewhere: the CLI, a kernel; 0: never retry)
 NBFLOW_RESULTS_URL      where task results and caches are persisted (``$NBFLOW_HOME/results``;
                         any fsspec URL)
 NBFLOW_LOGGING_LEVEL    level of records shipped to the store (``INFO``)
 NBFLOW__FLOW_RUN_ID     set by runners: the flow run this process executes
+NBFLOW__KERNEL_ID       set by a Jupyter server with nbflow in kernels it starts: the
+                        kernel's id there (its interactive runs record ``kernel:<id>``)
 ======================  ==============================================================
 """
 
@@ -39,6 +44,9 @@ class Settings:
     results_url: str
     logging_level: str
     flow_run_id: UUID | None
+    api_retry_seconds: float = 600.0
+    #: The id of this kernel in the Jupyter server that started it (None: not such a kernel).
+    kernel_id: str | None = None
 
     @property
     def uses_server(self) -> bool:
@@ -55,6 +63,17 @@ def _read(environ: os._Environ[str] | dict[str, str]) -> Settings:
         raise ValueError(
             f"NBFLOW__FLOW_RUN_ID={run_id!r} is not a UUID; unset it or give a flow run id"
         ) from exc
+    # A run's own process waits out a server restart; a person at a prompt should not.
+    retry_text = environ.get("NBFLOW_API_RETRY_SECONDS") or ("600" if flow_run_id else "30")
+    try:
+        api_retry_seconds = float(retry_text)
+    except ValueError:
+        api_retry_seconds = -1.0
+    if not api_retry_seconds >= 0:  # also refuses NaN
+        raise ValueError(
+            f"NBFLOW_API_RETRY_SECONDS={retry_text!r} is not a number of seconds >= 0; "
+            "give e.g. 600 (0: never retry)"
+        )
     return Settings(
         home=home,
         database_url=environ.get("NBFLOW_DATABASE_URL") or f"sqlite:///{home / 'nbflow.db'}",
@@ -63,6 +82,8 @@ def _read(environ: os._Environ[str] | dict[str, str]) -> Settings:
         results_url=environ.get("NBFLOW_RESULTS_URL") or str(home / "results"),
         logging_level=(environ.get("NBFLOW_LOGGING_LEVEL") or "INFO").upper(),
         flow_run_id=flow_run_id,
+        api_retry_seconds=api_retry_seconds,
+        kernel_id=environ.get("NBFLOW__KERNEL_ID") or None,
     )
 
 

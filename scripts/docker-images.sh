@@ -4,8 +4,8 @@
 #  1. nbflow-base:bookworm-py311 - Debian bookworm minbase + python3 + python3-venv, made by
 #     mmdebstrap and `docker import` (skipped when the image exists);
 #  2. nbflow:test - the project Dockerfile FROM that base (venv at /opt/venv, papermill,
-#     ipykernel, nbclient, nbflow). Its dependency layer is cached, so a rebuild after a code
-#     change takes seconds.
+#     ipykernel, nbclient, numpy, pandas, nbflow). Its dependency layer is cached, so a
+#     rebuild after a code change takes seconds.
 # The host's extra CA certificates (/usr/local/share/ca-certificates/*.crt) are copied into
 # docker/ca-certificates/ so pip inside the build trusts a TLS-intercepting proxy.
 # Uses $DOCKER_HOST like the docker CLI (see scripts/docker-up.sh).

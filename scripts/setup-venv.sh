@@ -25,3 +25,19 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" !
   fi
   echo "$extras" > "$stamp"
 fi
+
+# The JupyterLab panel is built by the install when Node >= 20.19 is there; say so loudly
+# when it was not (pip hides the builder's output in the log).
+if [ ! -f jupyter_extension/nbflow_server/labextension/static/style.js ]; then
+  found="no node on PATH"
+  if command -v node >/dev/null 2>&1; then found="node $(node --version 2>/dev/null) at $(command -v node)"; fi
+  {
+    echo
+    echo "!! WARNING: the nbflow JupyterLab panel was NOT built (found: $found; it needs Node >= 20.19)."
+    echo "!!   nbflow, its magics, the CLI and the server work without it; only the side panel is missing."
+    echo "!!   Install Node 20 (e.g. from nodejs.org or your distribution's nodejs 20 package), then"
+    echo "!!   re-run this command, or: .venv/bin/pip install -e . (see docs/jupyterlab.md)."
+    echo
+  } >&2
+fi
+

@@ -29,6 +29,8 @@ from traitlets import (
 
 from nbflow.client.base import Client
 from nbflow.client.embedded import EmbeddedClient
+from nbflow.orchestration.lifecycle import FlowRunLifecycle
+from nbflow.orchestration.store import Store
 from nbflow.runners import Runner, available_runners, get_runner
 from nbflow.schemas import FlowRun
 from nbflow.settings import get_settings
@@ -38,6 +40,7 @@ from nbflow_server.handlers.base import flow_run_event
 from nbflow_server.services import Service, ServiceGroup
 from nbflow_server.services.dispatcher import Dispatcher, DispatcherService, RunnerPool
 from nbflow_server.services.kernel_env import install_kernel_env
+from nbflow_server.services.kernels import KernelRunsService
 from nbflow_server.services.monitors import Monitor, MonitorService
 from nbflow_server.services.scheduler import SchedulerService
 from nbflow_server.tokens import RunTokenSigner, load_or_create_secret
@@ -156,9 +159,43 @@ class NbflowApp(ExtensionApp):
         ),
     ).tag(config=True)
 
+    kernel_autoload = Bool(
+        True,
+        help=(
+            "Load nbflow in the ipykernel kernels this server starts (IPython's --ext=nbflow "
+            "on their command line): %%flow and %%task work without %load_ext nbflow."
+        ),
+    ).tag(config=True)
+
+    kernel_interrupt_grace = Float(
+        10.0,
+        help=(
+            "Seconds a kernel of this server has, after the interrupt a cancel of its "
+            "interactive run sends, to end the run itself; then the run is Cancelled anyway "
+            "and its event says the kernel did not stop (restart it)."
+        ),
+    ).tag(config=True)
+
     services_enabled = Bool(
         True,
         help="Run the scheduler, dispatcher and monitors in this server (False: API only).",
+    ).tag(config=True)
+
+    max_body_bytes = Integer(
+        16 * 1024 * 1024,
+        help=(
+            "Largest request body the nbflow API accepts, in bytes; a larger one is "
+            "answered 413 as soon as it is seen to be larger, without being read whole "
+            "(deployments upload notebooks: raise it for very large ones)."
+        ),
+    ).tag(config=True)
+
+    max_json_depth = Integer(
+        64,
+        help=(
+            "Deepest nesting of lists and objects a JSON request body may have; a deeper "
+            "one is answered 400 naming 'body' (deep nesting exhausts the parser's stack)."
+        ),
     ).tag(config=True)
 
     @default("db_url")
@@ -176,6 +213,7 @@ class NbflowApp(ExtensionApp):
         "late_after_seconds",
         "dispatch_interval",
         "cancel_timeout",
+        "kernel_interrupt_grace",
     )
     def _positive(self, proposal: Any) -> float:
         value = float(proposal["value"])
@@ -185,7 +223,7 @@ class NbflowApp(ExtensionApp):
             )
         return value
 
-    @validate("global_concurrency_limit", "max_scheduled_runs")
+    @validate("global_concurrency_limit", "max_scheduled_runs", "max_body_bytes", "max_json_depth")
     def _limit(self, proposal: Any) -> int | None:
         value = proposal["value"]
         if value is not None and value < 1:
@@ -196,6 +234,9 @@ class NbflowApp(ExtensionApp):
         return value  # type: ignore[no-any-return]
 
     # -- state -------------------------------------------------------------------------
+    #: The one owner of runs (create, cancel, retry, claim, close out), over the store.
+    lifecycle: FlowRunLifecycle
+    #: The lifecycle as a client, shared by every handler and service.
     client: Client
     signer: RunTokenSigner
     event_bus: EventBus
@@ -203,26 +244,35 @@ class NbflowApp(ExtensionApp):
     scheduler: SchedulerService | None = None
     dispatcher: DispatcherService | None = None
     monitors: MonitorService | None = None
+    kernel_runs: KernelRunsService | None = None
     runners: RunnerPool
 
     def initialize_settings(self) -> None:
         """Open the store, load the token secret and prepare the services."""
-        self.client = EmbeddedClient.from_url(self.db_url)
         self.signer = RunTokenSigner(load_or_create_secret(Path(self.secret_file)))
+        self.lifecycle = FlowRunLifecycle(
+            Store.from_url(self.db_url),
+            default_runner=self.default_runner,
+            runner_defaults=self.runner_defaults,
+            global_concurrency_limit=self.global_concurrency_limit,
+            token_minter=self.mint_run_token,
+        )
+        self.client = EmbeddedClient(self.lifecycle)
         self.event_bus = EventBus()
         self.runners = RunnerPool(self._make_runner)
-        if self.kernel_env_enabled and self.serverapp is not None:
-            install_kernel_env(self.serverapp, self.kernel_environment)
+        if self.serverapp is not None:
+            install_kernel_env(
+                self.serverapp, self.kernel_environment, autoload=self.kernel_autoload
+            )
         self.services = ServiceGroup(self._make_services() if self.services_enabled else ())
         self.log.info("nbflow: store %s", _redact(self.db_url))
 
     def _make_services(self) -> list[Service]:
         self.scheduler = SchedulerService(
-            self.client,
+            self.lifecycle,
             interval=self.scheduler_interval,
             horizon=self.schedule_ahead_seconds,
             max_runs=self.max_scheduled_runs,
-            runner_defaults=self.runner_defaults,
             on_created=lambda run: self.event_bus.publish(flow_run_event(run)),
         )
         dispatch_runners = frozenset(self.dispatch_runners)
@@ -239,12 +289,11 @@ class NbflowApp(ExtensionApp):
             Dispatcher(
                 self.client,
                 self.runners,
-                dispatch_runners=dispatch_runners,
-                default_runner=self.default_runner,
-                runner_defaults=self.runner_defaults,
-                global_limit=self.global_concurrency_limit,
+                runner_names=dispatch_runners,
+                claimer="the server's dispatcher",
+                kill_grace=min(30.0, self.cancel_timeout / 2),
                 root_dir=str(Path(self.serverapp.root_dir).resolve()),
-                publish=self._publish_run,
+                announce=self._publish_run,
             ),
             interval=self.dispatch_interval,
         )
@@ -261,8 +310,20 @@ class NbflowApp(ExtensionApp):
             ),
             interval=self.monitor_interval,
         )
+        services: list[Service] = [self.monitors, self.scheduler, self.dispatcher]
+        if getattr(self.serverapp, "kernel_manager", None) is not None:
+            self.kernel_runs = KernelRunsService(
+                self.client,
+                self.serverapp.kernel_manager,
+                subscribe=self.event_bus.subscribe,
+                publish=self.event_bus.publish,
+                run_event=flow_run_event,
+                interrupt_grace=self.kernel_interrupt_grace,
+                interval=self.monitor_interval,
+            )
+            services.append(self.kernel_runs)
         # Monitors first: their first pass reconciles what a previous server left behind.
-        return [self.monitors, self.scheduler, self.dispatcher]
+        return services
 
     def _publish_run(self, run: FlowRun) -> None:
         self.event_bus.publish(flow_run_event(run))
@@ -287,6 +348,8 @@ class NbflowApp(ExtensionApp):
     def kernel_environment(self) -> dict[str, str]:
         """Return what kernels started by this server need to report here."""
         assert self.serverapp is not None
+        if not self.kernel_env_enabled:
+            return {}
         env = {"NBFLOW_API_URL": self.api_url()}
         token = self.serverapp.identity_provider.token
         if token:

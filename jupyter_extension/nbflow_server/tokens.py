@@ -4,6 +4,11 @@ A runner receives ``nbflow-run.<run id>.<signature>`` in ``NBFLOW_API_TOKEN``.  
 lets its holder report on that one run (states, heartbeats, task runs, logs, artifacts) and
 read that run and its deployment; it is never the user's Jupyter token and opens nothing
 else.  Tokens need no storage: the server recomputes the signature to check one.
+
+A valid signature only names the run: what the token may do is
+:mod:`nbflow_server.capabilities`, and it stops working once that run is terminal (the
+``endpoint`` decorator reads the run on every request).  Replacing the secret file
+revokes every token.  docs/security.md describes the whole scheme.
 """
 
 from __future__ import annotations

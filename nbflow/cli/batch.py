@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nbflow.notebook import document as nbs
 from nbflow.cli import EXIT_FAILED, EXIT_OK, UsageError
 from nbflow.cli._output import format_duration, print_table, short_id
 from nbflow.cli.notebook_run import (
@@ -35,6 +34,8 @@ from nbflow.cli.notebook_run import (
 )
 from nbflow.client import Client, get_client
 from nbflow.exceptions import ValidationError
+from nbflow.notebook import document as nbs
+from nbflow.orchestration.job_variables import merge_job_variables
 from nbflow.runners import Runner
 from nbflow.schemas import FlowRun
 from nbflow.states import Crashed
@@ -198,7 +199,9 @@ def handle(args: argparse.Namespace) -> int:
     spec = prepare_notebook(args.notebook)
     fixed = parse_cli_parameters(spec, list(args.param))
     combinations = expand_grid(spec, _grid_from_args(spec, args), fixed)
-    job_variables = {"stream_output": False, **parse_job_variables(list(args.job_variable))}
+    job_variables = merge_job_variables(
+        {"stream_output": False}, parse_job_variables(list(args.job_variable))
+    )
     pooled = args.runner == "subprocess" and not {"python", "virtualenv", "conda_env"} & set(
         job_variables
     )

@@ -14,22 +14,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nbflow.notebook import document as nbs
 from nbflow.cli import UsageError
 from nbflow.cli.notebook_run import parse_job_variables
 from nbflow.client.http import HTTPClient
-from nbflow.deployments import (
+from nbflow.exceptions import ValidationError
+from nbflow.notebook import document as nbs
+from nbflow.notebook.arguments import parse_duration
+from nbflow.notebook.deploy import (
     DeploySpec,
     deploy_notebook,
-    describe_schedule,
-    next_run_times,
     option_of_field,
+    print_deployment,
     read_server_notebook,
     server_client,
 )
-from nbflow.exceptions import ValidationError
-from nbflow.notebook.arguments import parse_duration
-from nbflow.schemas import Deployment, Flow
 from nbflow.settings import get_settings
 
 __all__ = ["parse_deploy_parameters", "print_deployment", "raise_as_usage", "raw_pairs", "register"]
@@ -150,8 +148,7 @@ def handle(args: argparse.Namespace) -> int:
         nb, path = _load(client, args)
     except nbs.NotebookFormatError as exc:
         raise UsageError(str(exc)) from exc
-    flow_cell = nbs.find_flow_cell(nb, source=path)
-    schema = nbs.parameters_schema(flow_cell.parameters) if flow_cell else {}
+    schema = nbs.notebook_parameters_schema(nb, source=path)
     spec = DeploySpec(
         name=args.name,
         cron=args.cron,
@@ -184,24 +181,3 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     print_deployment(flow, deployment)
     return 0
-
-
-def print_deployment(flow: Flow, deployment: Deployment, *, file: Any = None) -> None:
-    """Print a deployment's id, runner, schedule and next run times."""
-    out = file or sys.stdout
-    print(f"deployed {deployment.name!r} of flow {flow.name!r}", file=out)
-    print(f"  deployment id: {deployment.id}", file=out)
-    print(f"  runner:        {deployment.runner}", file=out)
-    if deployment.parameters:
-        params = ", ".join(f"{k}={json.dumps(v)}" for k, v in deployment.parameters.items())
-        print(f"  parameters:    {params}", file=out)
-    if not deployment.schedules:
-        hint = f"nbflow deployments run {str(deployment.id)[:8]}"
-        print(f"  schedule:      none (run it now with: {hint})", file=out)
-    for schedule in deployment.schedules:
-        print(f"  schedule:      {describe_schedule(schedule)}", file=out)
-        if deployment.paused:
-            print("  next runs:     none while paused (nbflow deployments resume)", file=out)
-            continue
-        times = ", ".join(t.strftime("%Y-%m-%d %H:%M %Z") for t in next_run_times(schedule))
-        print(f"  next runs:     {times}", file=out)

@@ -17,8 +17,8 @@ from nbflow.cli._output import print_table, short_id
 from nbflow.cli.deploy import parse_deploy_parameters, raise_as_usage, raw_pairs
 from nbflow.cli.notebook_run import parse_job_variables
 from nbflow.client.http import HTTPClient
-from nbflow.deployments import describe_schedule, server_client
 from nbflow.exceptions import NotFound, ValidationError
+from nbflow.notebook.deploy import describe_schedule, server_client
 from nbflow.schemas import Deployment, Flow
 
 __all__ = ["register", "resolve_deployment"]

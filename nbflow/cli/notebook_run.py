@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbflow.notebook import document as nbs
 from nbflow.cli import EXIT_FAILED, EXIT_OK, UsageError
 from nbflow.cli._output import format_duration
 from nbflow.client import Client, get_client
 from nbflow.exceptions import ValidationError
+from nbflow.notebook import document as nbs
+from nbflow.orchestration.job_variables import merge_job_variables
 from nbflow.runners import Runner, get_runner
 from nbflow.schemas import Flow, FlowRun, FlowRunCreate, TaskRunFilter
 from nbflow.states import Pending, StateType
@@ -89,15 +90,9 @@ def prepare_notebook(path: str | Path) -> NotebookRunSpec:
     """Read a notebook as a flow; a bad notebook is a usage error naming the file."""
     p = Path(path).resolve()
     nb = nbs.read_notebook(p)
-    flow_cell = nbs.find_flow_cell(nb, source=str(p))
-    if flow_cell is not None:
-        params = flow_cell.parameters
-    else:
-        anchor = nbs.find_parameters_cell(nb)
-        source = nbs.cell_source(nb["cells"][anchor]) if anchor is not None else ""
-        params = nbs.parse_parameters(source, where=str(p))
+    schema = nbs.notebook_parameters_schema(nb, source=str(p))
     tasks = len(nbs.task_cells(nb)) or 1  # no %%task cells: the notebook is one task
-    return NotebookRunSpec(p, nbs.flow_name(nb, p), nbs.parameters_schema(params), tasks)
+    return NotebookRunSpec(p, nbs.flow_name(nb, p), schema, tasks)
 
 
 def load_parameter_file(path: str) -> dict[str, Any]:
@@ -158,8 +153,7 @@ def create_notebook_run(
     flow = client.create_flow(
         Flow(name=spec.flow_name, parameters_schema=spec.schema, source=str(spec.path))
     )
-    variables = dict(job_variables or {})
-    variables.setdefault("working_dir", str(spec.path.parent))
+    variables = merge_job_variables({"working_dir": str(spec.path.parent)}, job_variables)
     return client.create_flow_run(
         FlowRunCreate(
             flow_id=flow.id,

@@ -31,7 +31,7 @@ from nbflow.states import State, StateType
 
 if TYPE_CHECKING:
     from nbflow.engine.events import Event
-    from nbflow.flows import Flow
+    from nbflow.engine.flows import Flow
 
 __all__ = ["load_flow", "parse_parameters", "register"]
 
@@ -118,7 +118,7 @@ def _import_file(path: Path) -> ModuleType:
 
 
 def _flows_in(module: ModuleType) -> dict[str, Flow[Any, Any]]:
-    from nbflow.flows import Flow
+    from nbflow.engine.flows import Flow
 
     return {attr: obj for attr, obj in vars(module).items() if isinstance(obj, Flow)}
 

@@ -1,11 +1,21 @@
-"""``nbflow runs ls`` and ``nbflow runs show``: list and inspect flow runs in the store."""
+"""``nbflow runs ls|show|output``: list and inspect flow runs, fetch their output notebooks.
+
+A run's output notebook is stored with the run: on the embedded store as the file the run
+wrote (``output_path``), through a server as an artifact holding the notebook (a run in a
+container sends it, since its disk goes away) or a file the server can read.  ``output``
+fetches it from wherever the client's store keeps it, so the path a container wrote to
+is never the answer.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import re
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -18,12 +28,12 @@ from nbflow.cli._output import (
     store_location,
 )
 from nbflow.client import Client, get_client
-from nbflow.exceptions import FlowRunNotFound, NbflowError
+from nbflow.exceptions import FlowRunNotFound, NbflowError, NotFound
 from nbflow.schemas import FlowRun, FlowRunFilter, TaskRunFilter
 from nbflow.settings import get_settings
 from nbflow.states import DEFAULT_NAMES, StateType
 
-__all__ = ["register", "resolve_flow_run", "run_duration"]
+__all__ = ["read_output_notebook", "register", "resolve_flow_run", "run_duration"]
 
 _PAGE = 1000
 
@@ -68,6 +78,22 @@ def register(subparsers: Any) -> None:
     show.add_argument("--logs", action="store_true", help="also print the run's logs")
     show.add_argument("--json", action="store_true", help="print the run as JSON")
     show.set_defaults(handler=handle_show, prog=show.prog)
+
+    output = group.add_parser(
+        "output",
+        help="fetch a run's output notebook from the store or server",
+        description="Fetch the output notebook stored with a flow run (from the embedded "
+        "store or the nbflow server, wherever the run executed) and write it to a file.",
+    )
+    output.add_argument("run_id", metavar="ID", help="a flow run id, or a unique prefix of one")
+    output.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where to write it ('-': standard output; default: <run name>.ipynb here)",
+    )
+    output.add_argument("--force", action="store_true", help="overwrite FILE when it exists")
+    output.set_defaults(handler=handle_output, prog=output.prog)
 
 
 def _positive_int(text: str) -> int:
@@ -217,8 +243,9 @@ def handle_show(args: argparse.Namespace) -> int:
     print(f"  run count:   {run.run_count}")
     if run.notebook_path:
         print(f"  notebook:    {run.notebook_path}")
-    if run.output_path:
-        print(f"  output:      {run.output_path}")
+    where = _output_description(client, run)
+    if where:
+        print(f"  output:      {where}")
 
     print("\nParameters")
     effective = _effective_parameters(client, run)
@@ -275,4 +302,106 @@ def handle_show(args: argparse.Namespace) -> int:
             if not page.logs:
                 break
             cursor = page.cursor
+    return 0
+
+
+# -- output notebooks ----------------------------------------------------------------------
+def _output_description(client: Client, run: FlowRun) -> str | None:
+    """Say where the run's output notebook is stored, as the reader of this CLI can reach it."""
+    if not run.output_path:
+        return None
+    if Path(run.output_path).is_file():
+        return run.output_path
+    fetch = f"nbflow runs output {short_id(run.id)}"
+    if _server_reader(client) is not None or _stored_notebook(client, run) is not None:
+        return f"stored with the run — {fetch} (written at {run.output_path} where it ran)"
+    return f"{run.output_path} (missing: the file was moved or deleted)"
+
+
+def _server_reader(client: Client) -> Callable[[UUID], dict[str, Any]] | None:
+    """The client's own way to fetch an output notebook (the HTTP client: the server's)."""
+    return getattr(client, "read_output_notebook", None)
+
+
+def _stored_notebook(client: Client, run: FlowRun) -> dict[str, Any] | None:
+    """Return the notebook an embedded store holds for the run (artifact data or file)."""
+    artifacts = [a for a in client.read_artifacts(flow_run_id=run.id) if a.kind == "notebook"]
+    locations = [a.uri for a in reversed(artifacts) if a.uri]
+    for artifact in reversed(artifacts):
+        if artifact.data is not None and "cells" in artifact.data:
+            return artifact.data
+    for location in [*locations, run.output_path]:
+        if location and "://" not in location.removeprefix("file://"):
+            path = Path(location.removeprefix("file://"))
+            if path.is_file():
+                try:
+                    return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+                except (OSError, ValueError) as exc:
+                    raise NbflowError(
+                        f"the output notebook of flow run {run.id} at {path} cannot be read ({exc})"
+                    ) from exc
+    return None
+
+
+def read_output_notebook(client: Client, run: FlowRun) -> dict[str, Any]:
+    """Return the run's stored output notebook; raise NbflowError saying why there is none."""
+    state = run.state
+    if state is None or not state.is_terminal:
+        label = state.name if state else "not started"
+        raise NbflowError(
+            f"flow run {run.id} is still {label}: its output notebook is stored when it ends; "
+            f"follow it with 'nbflow runs show {short_id(run.id)}' and fetch it then"
+        )
+    notebook: dict[str, Any] | None
+    reader = _server_reader(client)
+    if reader is not None:
+        try:
+            notebook = reader(run.id)
+        except NotFound:
+            notebook = None
+    else:
+        notebook = _stored_notebook(client, run)
+    if notebook is not None:
+        return notebook
+    if run.output_path and reader is None:
+        raise NbflowError(
+            f"the output notebook of flow run {run.id} was written to {run.output_path}, "
+            "which is missing now (moved or deleted)"
+        )
+    if run.mode == "interactive":
+        why = "it ran interactively: its outputs are in the notebook it ran in"
+    elif not run.notebook_path and not run.deployment_id:
+        why = "it is a Python flow run (only notebook runs have one)"
+    else:
+        why = f"it ended {state.name} before one was stored"
+    raise NbflowError(f"flow run {run.id} has no output notebook: {why}")
+
+
+def _default_file(run: FlowRun) -> Path:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", run.name).strip(".-") or str(run.id)
+    return Path(f"{name}.ipynb")
+
+
+def handle_output(args: argparse.Namespace) -> int:
+    """Fetch a run's output notebook and write it to a file or standard output."""
+    client = get_client()
+    run = resolve_flow_run(client, args.run_id)
+    notebook = read_output_notebook(client, run)
+    text = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+        return 0
+    target = Path(args.output) if args.output else _default_file(run)
+    if target.exists() and not args.force:
+        raise NbflowError(
+            f"{target} exists; pass --force to overwrite it, or -o FILE to write elsewhere"
+        )
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise NbflowError(f"cannot write the output notebook to {target}: {exc}") from exc
+    partial = (notebook.get("metadata") or {}).get("nbflow", {}).get("partial")
+    note = " (partial: the run stopped before every cell ran)" if partial else ""
+    cells = len(notebook.get("cells") or [])
+    print(f"wrote {target} ({cells} cells) from flow run {run.id}{note}", file=sys.stderr)
     return 0

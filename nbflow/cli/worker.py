@@ -1,15 +1,19 @@
-"""``nbflow worker --runner docker|kubernetes``: run a server's due runs on this machine.
+"""``nbflow worker --runner docker|kubernetes``: the server's dispatcher, over its REST API.
 
-The worker talks to the server given by ``NBFLOW_API_URL`` with ``NBFLOW_API_TOKEN``; it
-claims due runs of deployments assigned to its runner exactly once through the
-orchestration gate, submits them and watches them (see :mod:`nbflow.worker`).  The server
-leaves those runs to workers when the runner is not in ``NbflowApp.dispatch_runners``.
+The worker talks to the server given by ``NBFLOW_API_URL`` with ``NBFLOW_API_TOKEN`` (a
+user's token) and runs :class:`nbflow.dispatch.Dispatcher`, the same class as the server's
+dispatcher: it claims due runs of its runners within every concurrency limit
+(``POST /flow_runs/claim``), submits them with their merged job variables and their own
+run token, watches them, and stops the ones that become Cancelling (container stopped and
+removed, Job and its pods and Secret deleted).  The server leaves those runs to workers
+when the runner is not in ``NbflowApp.dispatch_runners``.
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 import threading
 from typing import Any
@@ -23,19 +27,29 @@ def register(subparsers: Any) -> None:
     """Add the ``worker`` command."""
     parser = subparsers.add_parser(
         "worker",
-        help="claim and run a server's due runs of one runner (docker, kubernetes, ...)",
+        help="claim and run a server's due runs of some runners (docker, kubernetes, ...)",
         description="Poll the nbflow server (NBFLOW_API_URL, NBFLOW_API_TOKEN) for due "
-        "scheduled runs of deployments assigned to RUNNER, claim each exactly once, submit "
-        "it and watch it. Configure the server with NbflowApp.dispatch_runners without "
-        "RUNNER so that its own dispatcher leaves these runs to workers.",
+        "runs of RUNNER within its concurrency limits, claim each exactly once, submit it, "
+        "watch it and stop it when it is cancelled. Configure the server with "
+        "NbflowApp.dispatch_runners without RUNNER so that its own dispatcher leaves these "
+        "runs to workers.",
     )
     parser.add_argument(
-        "--runner", required=True, help="the runner whose runs to take (docker, kubernetes, ...)"
+        "--runner",
+        required=True,
+        action="append",
+        help="a runner whose runs to take (docker, kubernetes, ...); repeat for several",
     )
     parser.add_argument(
         "--limit", type=int, default=None, help="most runs in flight at once (default: no limit)"
     )
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between two polls (2)")
+    parser.add_argument(
+        "--kill-grace",
+        type=float,
+        default=30.0,
+        help="seconds a cancelled run's process gets to stop before it is killed (30)",
+    )
     parser.add_argument(
         "--once", action="store_true", help="one pass, then wait for the submitted runs"
     )
@@ -45,9 +59,10 @@ def register(subparsers: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Run the worker until interrupted (SIGINT/SIGTERM)."""
     from nbflow.client.http import HTTPClient
-    from nbflow.runners import get_runner
+    from nbflow.dispatch import Dispatcher, RunnerPool
+    from nbflow.runners import Runner, get_runner
+    from nbflow.schemas import FlowRun
     from nbflow.settings import get_settings
-    from nbflow.worker import Worker, server_token_factory
 
     settings = get_settings()
     if not settings.api_url:
@@ -59,30 +74,62 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError(f"--limit={args.limit}: give at least 1")
     if args.interval <= 0:
         raise UsageError(f"--interval={args.interval}: give a positive number of seconds")
+    if args.kill_grace < 0:
+        raise UsageError(f"--kill-grace={args.kill_grace}: give 0 or more seconds")
+    names = list(dict.fromkeys(args.runner))
     try:
-        runner_cls = get_runner(args.runner)
+        classes = {name: get_runner(name) for name in names}
     except Exception as exc:
         raise UsageError(str(exc)) from exc
-    client = HTTPClient(settings.api_url, token=settings.api_token)
-    tokens = server_token_factory(client)
-    runner = runner_cls(client=client, api_url=settings.api_url, token_factory=tokens)
+    api_url = settings.api_url
+    client = HTTPClient(api_url, token=settings.api_token)
 
-    def say(text: str) -> None:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+    def token(run: FlowRun) -> str | None:
+        # The claim brought the run's own token; mint one for a run claimed elsewhere.
+        return dispatcher.token_for(run) or client.mint_run_token(run.id)
 
-    worker = Worker(client, runner, runner_name=args.runner, limit=args.limit, on_event=say)
+    def make(name: str) -> Runner:
+        return classes[name](client=client, api_url=api_url, token_factory=token)
+
+    label = ",".join(names)
+    dispatcher = Dispatcher(
+        client,
+        RunnerPool(make),
+        runner_names=names,
+        claimer=f"worker {socket.gethostname()}/{label}",
+        limit=args.limit,
+        kill_grace=args.kill_grace,
+        announce=lambda run: _say(_describe(run)),
+    )
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+    _say(
+        f"worker {socket.gethostname()}: taking {label} runs from {api_url}"
+        + (f" (at most {args.limit} at once)" if args.limit else "")
+    )
     try:
         if args.once:
-            worker.run_once()
-            worker.wait_all()
+            dispatcher.run_once()
+            dispatcher.wait_all()
         else:
-            worker.serve(stop, interval=args.interval)
+            dispatcher.serve(stop, interval=args.interval)
     finally:
-        runner.close()
+        dispatcher.close()
+        dispatcher.runners.close()
         client.close()
     return EXIT_OK
+
+
+def _describe(run: Any) -> str:
+    state = run.state
+    where = f" as {run.infrastructure_id}" if run.infrastructure_id else ""
+    name = f"{state.name}" if state is not None else "-"
+    message = f": {state.message}" if state is not None and state.message else ""
+    return f"flow run {run.id} ({run.name}){where}: {name}{message}"
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()

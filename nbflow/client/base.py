@@ -9,13 +9,15 @@ from a background thread), flow-run states go through the orchestration gate one
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from nbflow.schemas import (
     Artifact,
+    ClaimedRun,
+    ConcurrencyLimit,
     Deployment,
     DeploymentCreate,
     Flow,
@@ -107,6 +109,47 @@ class Client(ABC):
         """Propose ``state`` through the orchestration gate; return its answer."""
 
     @abstractmethod
+    def cancel_flow_run(
+        self, flow_run_id: UUID, *, message: str | None = None
+    ) -> OrchestrationResult:
+        """Cancel a run: Cancelled if it has not started, else Cancelling for its owner to stop.
+
+        Raises :class:`~nbflow.exceptions.TransitionRejected` for a finished run.
+        """
+
+    @abstractmethod
+    def retry_flow_run(
+        self, flow_run_id: UUID, *, parameters: dict[str, Any] | None = None
+    ) -> FlowRun:
+        """Create a new Scheduled run retrying a finished batch run (``retry_of`` set).
+
+        Same flow, deployment, runner, job variables and notebook; the same parameters,
+        each overridden by ``parameters``.
+        """
+
+    @abstractmethod
+    def claim_flow_runs(
+        self, runners: Sequence[str], *, claimer: str, limit: int | None = None
+    ) -> list[ClaimedRun]:
+        """Claim due batch runs of ``runners`` that fit every concurrency limit (now Pending).
+
+        Each comes with its final job variables (runner defaults < deployment < run) and,
+        where the store side mints them, the run's own API token.  At most ``limit`` runs.
+        """
+
+    @abstractmethod
+    def read_concurrency_limits(self) -> list[ConcurrencyLimit]:
+        """Return the flow and tag concurrency limits (``flow:<name>``, ``tag:<tag>``), by key."""
+
+    @abstractmethod
+    def set_concurrency_limit(self, key: str, limit: int) -> ConcurrencyLimit:
+        """Create or change the limit of ``flow:<name>`` or ``tag:<tag>``."""
+
+    @abstractmethod
+    def delete_concurrency_limit(self, key: str) -> None:
+        """Remove a concurrency limit (``NotFound`` if there is none)."""
+
+    @abstractmethod
     def read_flow_run_states(self, flow_run_id: UUID) -> list[State]:
         """Return the run's state history, oldest first."""
 
@@ -136,6 +179,16 @@ class Client(ABC):
     @abstractmethod
     def read_task_run_states(self, task_run_id: UUID) -> list[State]:
         """Return a task run's state history, oldest first."""
+
+    def read_task_run_owners(self, task_run_ids: Collection[UUID]) -> dict[UUID, UUID | None]:
+        """Return the flow run of each stored task run among ``task_run_ids`` (unknown: absent).
+
+        The server uses it to refuse a run token writing under another run's task-run
+        ids; only clients with the store in reach (the embedded one) implement it.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot look up task-run owners; use the embedded client"
+        )
 
     # -- logs and artifacts --------------------------------------------------------------
     @abstractmethod

@@ -1,5 +1,9 @@
 """The embedded client: the :class:`~nbflow.client.base.Client` interface over a local store.
 
+It is the run lifecycle (:class:`~nbflow.orchestration.lifecycle.FlowRunLifecycle`) in this
+process: every flow-run write (create, state, cancel, retry, update) goes through it, reads
+and the other objects go to its store.  The server's handlers and services use one too.
+
 This is what a kernel or the CLI uses when no server is configured: the store lives in
 this process (SQLite under ``NBFLOW_HOME`` by default, or any SQLAlchemy URL).  It is
 thread-safe (each call takes a pooled connection for one transaction) and process-safe
@@ -9,16 +13,19 @@ thread and other processes may all use the same database at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy.engine import URL
 
 from nbflow.client.base import Client, LogPage
+from nbflow.orchestration.lifecycle import FlowRunLifecycle
 from nbflow.orchestration.store import Store
 from nbflow.schemas import (
     Artifact,
+    ClaimedRun,
+    ConcurrencyLimit,
     Deployment,
     DeploymentCreate,
     Flow,
@@ -36,15 +43,19 @@ __all__ = ["EmbeddedClient"]
 
 
 class EmbeddedClient(Client):
-    """Talk to a :class:`~nbflow.orchestration.store.Store` in this process."""
+    """Talk to a run lifecycle (and its :class:`~nbflow.orchestration.store.Store`) in this process."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, lifecycle: FlowRunLifecycle | Store) -> None:
+        """Use ``lifecycle`` (a bare store gets a lifecycle with the default settings)."""
+        if isinstance(lifecycle, Store):
+            lifecycle = FlowRunLifecycle(lifecycle)
+        self.lifecycle = lifecycle
+        self.store = lifecycle.store
 
     @classmethod
     def from_url(cls, url: str | URL, **engine_kwargs: Any) -> EmbeddedClient:
         """Open the store at a SQLAlchemy URL (migrating it on first use)."""
-        return cls(Store.from_url(url, **engine_kwargs))
+        return cls(FlowRunLifecycle(Store.from_url(url, **engine_kwargs)))
 
     # -- flows ---------------------------------------------------------------------------
     def create_flow(self, flow: Flow) -> Flow:
@@ -89,7 +100,7 @@ class EmbeddedClient(Client):
     # -- flow runs -----------------------------------------------------------------------
     def create_flow_run(self, flow_run: FlowRunCreate) -> FlowRun:
         """Create a flow run; with an idempotency key already used, return the existing run."""
-        return self.store.create_flow_run(flow_run)
+        return self.lifecycle.create_flow_run(flow_run)
 
     def read_flow_run(self, flow_run_id: UUID) -> FlowRun:
         """Return the flow run with this id (``FlowRunNotFound`` if none)."""
@@ -107,7 +118,37 @@ class EmbeddedClient(Client):
         self, flow_run_id: UUID, state: State, *, force: bool = False
     ) -> OrchestrationResult:
         """Propose ``state`` through the orchestration gate; return its answer."""
-        return self.store.set_flow_run_state(flow_run_id, state, force=force)
+        return self.lifecycle.set_flow_run_state(flow_run_id, state, force=force)
+
+    def cancel_flow_run(
+        self, flow_run_id: UUID, *, message: str | None = None
+    ) -> OrchestrationResult:
+        """Cancel a run: Cancelled if it has not started, else Cancelling for its owner to stop."""
+        return self.lifecycle.cancel_flow_run(flow_run_id, message=message)
+
+    def retry_flow_run(
+        self, flow_run_id: UUID, *, parameters: dict[str, Any] | None = None
+    ) -> FlowRun:
+        """Create a new Scheduled run retrying a finished batch run (``retry_of`` set)."""
+        return self.lifecycle.retry_flow_run(flow_run_id, parameters=parameters)
+
+    def claim_flow_runs(
+        self, runners: Sequence[str], *, claimer: str, limit: int | None = None
+    ) -> list[ClaimedRun]:
+        """Claim due batch runs of ``runners`` that fit every concurrency limit (now Pending)."""
+        return self.lifecycle.claim_flow_runs(runners, claimer=claimer, limit=limit)
+
+    def read_concurrency_limits(self) -> list[ConcurrencyLimit]:
+        """Return the flow and tag concurrency limits, by key."""
+        return self.store.read_concurrency_limits()
+
+    def set_concurrency_limit(self, key: str, limit: int) -> ConcurrencyLimit:
+        """Create or change the limit of ``flow:<name>`` or ``tag:<tag>``."""
+        return self.store.set_concurrency_limit(key, limit)
+
+    def delete_concurrency_limit(self, key: str) -> None:
+        """Remove a concurrency limit (``NotFound`` if there is none)."""
+        self.store.delete_concurrency_limit(key)
 
     def read_flow_run_states(self, flow_run_id: UUID) -> list[State]:
         """Return the run's state history, oldest first."""
@@ -115,15 +156,15 @@ class EmbeddedClient(Client):
 
     def update_flow_run(self, flow_run_id: UUID, **changes: Any) -> FlowRun:
         """Set non-state fields: infrastructure_id, output_path, name, tags, job_variables."""
-        return self.store.update_flow_run(flow_run_id, **changes)
+        return self.lifecycle.update_flow_run(flow_run_id, **changes)
 
     def heartbeat(self, flow_run_id: UUID) -> None:
         """Record that the process executing the run is alive."""
-        self.store.heartbeat(flow_run_id)
+        self.lifecycle.heartbeat(flow_run_id)
 
     def delete_flow_run(self, flow_run_id: UUID) -> None:
         """Delete a flow run with its task runs, logs and artifacts."""
-        self.store.delete_flow_run(flow_run_id)
+        self.lifecycle.delete_flow_run(flow_run_id)
 
     # -- task runs -----------------------------------------------------------------------
     def write_task_runs(
@@ -139,6 +180,10 @@ class EmbeddedClient(Client):
     def read_task_run_states(self, task_run_id: UUID) -> list[State]:
         """Return a task run's state history, oldest first."""
         return self.store.read_task_run_states(task_run_id)
+
+    def read_task_run_owners(self, task_run_ids: Collection[UUID]) -> dict[UUID, UUID | None]:
+        """Return the flow run of each stored task run among ``task_run_ids`` (unknown: absent)."""
+        return self.store.read_task_run_owners(task_run_ids)
 
     # -- logs and artifacts --------------------------------------------------------------
     def write_logs(self, logs: Sequence[Log]) -> None:
@@ -172,4 +217,4 @@ class EmbeddedClient(Client):
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
         """Release the store's connections."""
-        self.store.close()
+        self.lifecycle.close()

@@ -7,12 +7,15 @@ per-run token).  Server errors come back as the exceptions the embedded client r
 :class:`~nbflow.exceptions.NotFound` (``FlowRunNotFound`` for runs), 409 →
 :class:`~nbflow.exceptions.ObjectAlreadyExists`; anything else → :class:`APIError`.
 Batches larger than the server accepts are split.  Thread-safe (one ``httpx.Client``).
+While the server is unreachable or answers 502/503/504, requests are retried with backoff
+for ``NBFLOW_API_RETRY_SECONDS`` (see :mod:`nbflow.client.transport`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 import httpx
@@ -20,15 +23,19 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic_core import to_jsonable_python
 
 from nbflow.client.base import Client, LogPage
+from nbflow.client.transport import RetryingTransport, RetryMode
 from nbflow.exceptions import (
     FlowRunNotFound,
     NbflowError,
     NotFound,
     ObjectAlreadyExists,
+    TransitionRejected,
     ValidationError,
 )
 from nbflow.schemas import (
     Artifact,
+    ClaimedRun,
+    ConcurrencyLimit,
     Deployment,
     DeploymentCreate,
     Flow,
@@ -40,6 +47,7 @@ from nbflow.schemas import (
     TaskRun,
     TaskRunFilter,
 )
+from nbflow.settings import get_settings
 from nbflow.states import State
 
 __all__ = ["APIError", "HTTPClient", "RemoteValidationError"]
@@ -54,6 +62,8 @@ _task_runs = TypeAdapter(list[TaskRun])
 _states = TypeAdapter(list[State])
 _logs = TypeAdapter(list[Log])
 _artifacts = TypeAdapter(list[Artifact])
+_claimed = TypeAdapter(list[ClaimedRun])
+_limits = TypeAdapter(list[ConcurrencyLimit])
 
 
 class APIError(NbflowError):
@@ -78,6 +88,11 @@ class RemoteValidationError(ValidationError):
         Exception.__init__(self, message)
 
 
+def _replayed(response: httpx.Response) -> bool:
+    """Whether an earlier attempt of this request may have reached the server."""
+    return bool(response.extensions.get("nbflow_replayed"))
+
+
 def _query(model: BaseModel) -> dict[str, Any]:
     """Turn a filter model into query parameters (lists become repeated keys)."""
     data = model.model_dump(mode="json", exclude_none=True)
@@ -95,7 +110,9 @@ class HTTPClient(Client):
         timeout: float = 30.0,
         retries: int = 3,
         transport: httpx.BaseTransport | None = None,
+        retry_seconds: float | None = None,
     ) -> None:
+        """Connect to ``api_url``; ``retry_seconds`` (default: the setting) bounds retrying."""
         if not api_url.startswith(("http://", "https://")):
             raise ValidationError(
                 "api_url",
@@ -105,11 +122,13 @@ class HTTPClient(Client):
             )
         headers = {"Authorization": f"token {token}"} if token else {}
         self.api_url = api_url.rstrip("/")
+        if retry_seconds is None:
+            retry_seconds = get_settings().api_retry_seconds
+        self.transport = RetryingTransport(
+            transport or httpx.HTTPTransport(retries=retries), retry_seconds=retry_seconds
+        )
         self._http = httpx.Client(
-            base_url=self.api_url + "/",
-            headers=headers,
-            timeout=timeout,
-            transport=transport or httpx.HTTPTransport(retries=retries),
+            base_url=self.api_url + "/", headers=headers, timeout=timeout, transport=self.transport
         )
 
     # -- plumbing ------------------------------------------------------------------------
@@ -122,25 +141,34 @@ class HTTPClient(Client):
         params: dict[str, Any] | None = None,
         kind: str = "object",
         key: Any = None,
+        retry: RetryMode = "always",
     ) -> Any:
-        """Send one request; return the decoded JSON (None for 204) or raise the mapped error."""
+        """Send one request; return the decoded JSON (None for 204) or raise the mapped error.
+
+        ``retry="connect"`` for a request that is not idempotent (it creates something new
+        each time): it is then sent again only when it certainly never reached the server.
+        """
         try:
             response = self._http.request(
                 method,
                 path.lstrip("/"),
                 json=to_jsonable_python(json) if json is not None else None,
                 params=params,
+                extensions={"nbflow_retry": retry},
             )
         except httpx.TransportError as exc:
             raise APIError(
                 0,
                 method,
                 f"{self.api_url}/{path.lstrip('/')}",
-                f"cannot reach the nbflow server ({type(exc).__name__}: {exc}); is it running "
+                f"cannot reach the nbflow server ({type(exc).__name__}: {exc}), retried for "
+                f"{self.transport.retry_seconds:g} s (NBFLOW_API_RETRY_SECONDS); is it running "
                 "and is NBFLOW_API_URL right?",
             ) from exc
         if response.status_code < 400:
             return response.json() if response.content else None
+        if method == "DELETE" and response.status_code == 404 and _replayed(response):
+            return None  # an earlier attempt deleted it before the connection dropped
         try:
             body = response.json()
         except ValueError:
@@ -237,6 +265,7 @@ class HTTPClient(Client):
             json=body,
             kind="deployment",
             key=deployment_id,
+            retry="always" if options.get("idempotency_key") else "connect",
         )
         return FlowRun.model_validate(data)
 
@@ -244,7 +273,12 @@ class HTTPClient(Client):
     def create_flow_run(self, flow_run: FlowRunCreate) -> FlowRun:
         """Create a flow run; with an idempotency key already used, return the existing run."""
         data = self._request(
-            "POST", "flow_runs", json=flow_run.model_dump(), kind="flow", key=flow_run.flow_id
+            "POST",
+            "flow_runs",
+            json=flow_run.model_dump(),
+            kind="flow",
+            key=flow_run.flow_id,
+            retry="always" if flow_run.idempotency_key else "connect",
         )
         return FlowRun.model_validate(data)
 
@@ -303,12 +337,39 @@ class HTTPClient(Client):
         """Delete a flow run with its task runs, logs and artifacts."""
         self._request("DELETE", f"flow_runs/{flow_run_id}", kind="flow run", key=flow_run_id)
 
-    def cancel_flow_run(self, flow_run_id: UUID) -> OrchestrationResult:
-        """Cancel a run (server only): Cancelled if not started, else Cancelling."""
-        data = self._request(
-            "POST", f"flow_runs/{flow_run_id}/cancel", kind="flow run", key=flow_run_id
-        )
+    def cancel_flow_run(
+        self, flow_run_id: UUID, *, message: str | None = None
+    ) -> OrchestrationResult:
+        """Cancel a run: Cancelled if it has not started, else Cancelling for its owner to stop."""
+        try:
+            data = self._request(
+                "POST",
+                f"flow_runs/{flow_run_id}/cancel",
+                json={"message": message} if message is not None else None,
+                kind="flow run",
+                key=flow_run_id,
+                retry="connect",  # a replayed cancel of a run it just Cancelled would be a 409
+            )
+        except ObjectAlreadyExists as exc:  # 409: the lifecycle's TransitionRejected
+            raise TransitionRejected(flow_run_id, "Cancelled", None, str(exc)) from None
         return OrchestrationResult.model_validate(data)
+
+    def retry_flow_run(
+        self, flow_run_id: UUID, *, parameters: dict[str, Any] | None = None
+    ) -> FlowRun:
+        """Create a new Scheduled run retrying a finished batch run (``retry_of`` set)."""
+        try:
+            data = self._request(
+                "POST",
+                f"flow_runs/{flow_run_id}/retry",
+                json={"parameters": parameters or {}},
+                kind="flow run",
+                key=flow_run_id,
+                retry="connect",  # each retry creates a new run
+            )
+        except ObjectAlreadyExists as exc:  # 409: the run has not finished
+            raise TransitionRejected(flow_run_id, "retry", None, str(exc)) from None
+        return FlowRun.model_validate(data)
 
     def mint_run_token(self, flow_run_id: UUID) -> str:
         """Return a token that lets the run's process report on this run only (server only)."""
@@ -316,6 +377,38 @@ class HTTPClient(Client):
             "POST", f"flow_runs/{flow_run_id}/token", kind="flow run", key=flow_run_id
         )
         return str(data["token"])
+
+    def claim_flow_runs(
+        self, runners: Sequence[str], *, claimer: str, limit: int | None = None
+    ) -> list[ClaimedRun]:
+        """Claim due runs of ``runners`` within every concurrency limit (``POST /flow_runs/claim``).
+
+        Not idempotent (each call claims new runs), so it is resent only when it certainly
+        never reached the server.
+        """
+        body = {"runners": list(runners), "claimer": claimer, "limit": limit}
+        data = self._request("POST", "flow_runs/claim", json=body, retry="connect")
+        return _claimed.validate_python(data["items"])
+
+    def read_concurrency_limits(self) -> list[ConcurrencyLimit]:
+        """Return the flow and tag concurrency limits (``GET /concurrency_limits``)."""
+        return _limits.validate_python(self._request("GET", "concurrency_limits")["items"])
+
+    def set_concurrency_limit(self, key: str, limit: int) -> ConcurrencyLimit:
+        """Create or change the limit of ``flow:<name>`` or ``tag:<tag>``."""
+        data = self._request(
+            "PUT", f"concurrency_limits/{quote(key, safe='')}", json={"limit": limit}
+        )
+        return ConcurrencyLimit.model_validate(data)
+
+    def delete_concurrency_limit(self, key: str) -> None:
+        """Remove a concurrency limit (``NotFound`` if there is none)."""
+        self._request(
+            "DELETE",
+            f"concurrency_limits/{quote(key, safe='')}",
+            kind="concurrency limit",
+            key=key,
+        )
 
     # -- task runs -----------------------------------------------------------------------
     def write_task_runs(
@@ -369,9 +462,11 @@ class HTTPClient(Client):
 
     def create_artifact(self, artifact: Artifact) -> Artifact:
         """Store an artifact (an output notebook, a result reference)."""
-        return Artifact.model_validate(
-            self._request("POST", "artifacts", json=artifact.model_dump())
-        )
+        try:
+            data = self._request("POST", "artifacts", json=artifact.model_dump())
+        except ObjectAlreadyExists:
+            return artifact  # ids are client-made: an earlier attempt stored this very one
+        return Artifact.model_validate(data)
 
     def read_artifacts(
         self, *, flow_run_id: UUID | None = None, key: str | None = None

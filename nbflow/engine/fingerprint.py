@@ -1,11 +1,14 @@
-"""Fingerprints of Python values, for cell cache keys.
+"""Fingerprints of Python values, for cell and task cache keys.
 
-A fingerprint is a short hex digest that changes when the value changes.  Large numeric
-data is hashed from its buffers without copying (numpy arrays, pandas objects through
-``pandas.util.hash_pandas_object``); containers are walked; functions are fingerprinted
-by their code; anything else is pickled and the pickle (with its out-of-band buffers) is
-hashed.  A value that cannot be fingerprinted raises :class:`Unfingerprintable`: the caller
-must then skip the cache rather than guess.
+A fingerprint is a short hex digest that changes when the value changes and does not
+depend on the process (``PYTHONHASHSEED``, object ids): sets are hashed as the sorted
+fingerprints of their items, never in iteration order.  Large numeric data is hashed from
+its buffers without copying (numpy arrays, pandas objects through
+``pandas.util.hash_pandas_object``); containers and plain objects (instances of Python
+classes without their own pickling, dataclasses included) are walked; functions are
+fingerprinted by their code; anything else is pickled and the pickle (with its
+out-of-band buffers) is hashed.  A value that cannot be fingerprinted raises
+:class:`Unfingerprintable`: the caller must then skip the cache rather than guess.
 
 numpy and pandas are never imported here: a value is recognised by its type's module, so
 fingerprinting costs nothing when they are not in use.
@@ -21,9 +24,21 @@ from typing import Any
 
 from nbflow.exceptions import NbflowError
 
-__all__ = ["Unfingerprintable", "cell_cache_key", "fingerprint", "fingerprint_inputs"]
+__all__ = [
+    "Unfingerprintable",
+    "arguments_fingerprint",
+    "cell_cache_key",
+    "fingerprint",
+    "fingerprint_inputs",
+]
 
 _MAX_DEPTH = 32
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class written in Python
+_OBJECT_REDUCE_EX = object.__reduce_ex__
+_OBJECT_REDUCE = object.__reduce__
+_OBJECT_GETSTATE = getattr(object, "__getstate__", None)
+#: Per class: whether its instances are plain (walked through ``__dict__``).
+_plain_classes: dict[type, bool] = {}
 
 
 class Unfingerprintable(NbflowError):
@@ -48,6 +63,18 @@ def fingerprint(value: Any, name: str = "value") -> str:
 def fingerprint_inputs(values: Mapping[str, Any]) -> dict[str, str]:
     """Fingerprint each named value (raises Unfingerprintable naming the first failure)."""
     return {name: fingerprint(values[name], name) for name in sorted(values)}
+
+
+def arguments_fingerprint(values: Mapping[str, Any]) -> str:
+    """Return one digest of named values, in name order (a task call's arguments).
+
+    Raises Unfingerprintable naming the first argument (or the part of it) that fails.
+    """
+    digest = _new()
+    for name in sorted(values):
+        _tag(digest, f"arg:{name}")
+        _feed(digest, values[name], name, 0, set())
+    return str(digest.hexdigest())
 
 
 def cell_cache_key(
@@ -121,7 +148,33 @@ def _feed(digest: Any, value: Any, name: str, depth: int, seen: set[int]) -> Non
                 _feed(digest, item, f"{name}[{i}]", depth + 1, seen)
         seen.discard(id(value))
         return
+    if _is_plain(kind) and type(getattr(value, "__dict__", None)) is dict:
+        _tag(digest, f"object:{kind.__module__}.{kind.__qualname__}")
+        _feed(digest, value.__dict__, name, depth + 1, seen)
+        return
     _feed_pickle(digest, value, name)
+
+
+def _is_plain(kind: type) -> bool:
+    """Whether pickling ``kind`` would just save its ``__dict__`` (so walk that instead).
+
+    Only classes written in Python all the way up to ``object``, without ``__slots__`` or
+    pickling methods of their own: walking such an instance sorts the sets it holds,
+    where its pickle would keep their per-process order.
+    """
+    plain = _plain_classes.get(kind)
+    if plain is None:
+        plain = (
+            kind.__reduce_ex__ is _OBJECT_REDUCE_EX  # type: ignore[comparison-overlap]
+            and kind.__reduce__ is _OBJECT_REDUCE  # type: ignore[comparison-overlap]
+            and getattr(kind, "__getstate__", None) is _OBJECT_GETSTATE
+            and all(
+                c is object or (c.__flags__ & _HEAP_TYPE and "__slots__" not in vars(c))
+                for c in kind.__mro__
+            )
+        )
+        _plain_classes[kind] = plain
+    return plain
 
 
 def _feed_ndarray(digest: Any, array: Any, name: str) -> None:

@@ -41,7 +41,7 @@ from nbflow.schemas import (
     SetStateStatus,
     TaskRun,
 )
-from nbflow.states import Cancelled, Completed, Failed, Running, State, StateType, now
+from nbflow.states import Cancelled, Completed, Failed, Pending, Running, State, StateType, now
 
 __all__ = ["FlowRunEngine", "FlowRunSink", "Mode"]
 
@@ -171,6 +171,9 @@ class FlowRunEngine:
                     parameters=to_jsonable_python(parameters or {}, fallback=repr),
                     tags=list(tags),
                     mode=mode,
+                    # Claimed by this process at creation: the policy lets only a
+                    # claimed (Pending) run enter Running.
+                    state=Pending(message=f"claimed by the {mode} process that runs it"),
                 )
             )
         engine = cls(
@@ -266,7 +269,7 @@ class FlowRunEngine:
         ]
 
     def finish(self, state: State | None = None) -> State:
-        """End the run: wait for task runs, propose the terminal state, flush the recorder.
+        """End the run: wait for task runs, flush the recorder, propose the terminal state.
 
         With ``state=None`` the state is computed: Cancelled after :meth:`cancel`, Failed
         when a submitted task run ended not Completed and nobody consumed it, otherwise
@@ -287,15 +290,30 @@ class FlowRunEngine:
                     log.warning("task run %s ended abnormally: %r", fut.task_run_id, exc)
             if state is None:
                 state = self._computed_final_state()
+            # Task runs reach the store before the run's terminal state: that state closes
+            # out every task run still open (nbflow.orchestration.store.flow_runs).
+            if not self.recorder.flush(FLUSH_TIMEOUT):
+                log.warning("recorder did not flush within %s s", FLUSH_TIMEOUT)
             try:
                 final = self.propose(state)
             except TransitionRejected as exc:
                 final = self._resolve_rejection(exc, state)
-            finally:
-                if not self.recorder.flush(FLUSH_TIMEOUT):
-                    log.warning("recorder did not flush within %s s", FLUSH_TIMEOUT)
             self.final_state = final
             return final
+
+    def ended_elsewhere(self, state: State) -> State:
+        """Adopt a terminal state another process gave the run (a cancel, a monitor).
+
+        Nothing is proposed: the run already ended.  Task runs still recorded reach the
+        store, where the run's close-out has given open ones their terminal state.
+        """
+        with self._finish_lock:
+            if self.final_state is None:
+                self._stopped.set()
+                self.recorder.flush(FLUSH_TIMEOUT)
+                self.flow_run.state = state
+                self.final_state = state
+            return self.final_state
 
     def _computed_final_state(self) -> State:
         if self.is_cancelled:

@@ -1,9 +1,12 @@
-"""Flow parameters: a JSON schema from a function signature, and validation with coercion.
+"""Flow parameters of a ``@flow`` function: a JSON schema from its signature, and coercion.
 
-A pydantic model is built once per function from its annotations and defaults, so
-``"3"`` becomes ``3`` for an ``int`` parameter (what ``nbflow run -p n=3`` passes), and a
-value that cannot fit raises :class:`~nbflow.exceptions.ParameterError` naming the field,
-the value and the expected type.
+Which names a run may pass (unknown, missing, not identifiers) is decided by the one
+validator, :func:`nbflow.parameters.validate_parameters`, on the schema built here — the
+same check the server and notebooks make.  Python signatures can be richer than JSON
+(``datetime``, ``Decimal``, classes), so the values themselves are converted by a pydantic
+model built once per function: ``"3"`` becomes ``3`` for an ``int`` parameter (what
+``nbflow run -p n=3`` passes), and a value that cannot be converted raises
+:class:`~nbflow.exceptions.ParameterError` naming the field, the value and the type.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import pydantic
 
 from nbflow.exceptions import ParameterError
+from nbflow.parameters import strip_refused_keywords, validate_parameters
 
 __all__ = ["ParameterModel"]
 
@@ -46,9 +50,15 @@ class ParameterModel:
             f"{getattr(fn, '__name__', 'flow')}_parameters", __config__=config, **fields
         )
         self.fields = fields
+        self._schema: dict[str, Any] | None = None
 
     def schema(self) -> dict[str, Any]:
         """Return the JSON schema (``properties`` with types and defaults, ``required``)."""
+        if self._schema is None:
+            self._schema = self._build_schema()
+        return self._schema
+
+    def _build_schema(self) -> dict[str, Any]:
         try:
             schema: dict[str, Any] = self.model.model_json_schema()
         except Exception:
@@ -61,26 +71,21 @@ class ParameterModel:
             required = [n for n, (_a, d) in self.fields.items() if d is ...]
             schema = {"type": "object", "properties": props, "required": required}
         schema.pop("title", None)
-        return schema
+        # Only **kwargs opens the flow to other names (pydantic's extra="allow" says more).
+        schema["additionalProperties"] = self.var_kwargs
+        # The server refuses regexes in stored schemas; pydantic's own checks still apply.
+        return strip_refused_keywords(schema)  # type: ignore[no-any-return]
 
     def validate(self, values: dict[str, Any]) -> dict[str, Any]:
         """Coerce and check ``values``; return the complete parameters (defaults filled in)."""
-        unknown = [k for k in values if k not in self.fields]
-        if unknown and not self.var_kwargs:
-            expected = ", ".join(self.fields) or "none"
-            raise ParameterError(
-                unknown[0], values[unknown[0]], "unknown parameter", f"parameters are: {expected}"
-            )
+        flow_name = getattr(self.fn, "__name__", None)
+        validate_parameters(self.schema(), values, flow_name=flow_name, check_types=False)
         try:
             model = self.model.model_validate(values)
         except pydantic.ValidationError as exc:
             error = exc.errors()[0]
-            field = ".".join(str(p) for p in error.get("loc", ())) or "parameters"
+            field = ".".join(["parameters", *(str(p) for p in error.get("loc", ()))])
             name = str(error.get("loc", ("",))[0])
-            if error.get("type") == "missing":
-                raise ParameterError(
-                    field, None, "missing required parameter", f"pass a value for {field!r}"
-                ) from None
             annotation = self.fields.get(name, (Any, None))[0]
             expected = getattr(annotation, "__name__", None) or str(annotation)
             raise ParameterError(

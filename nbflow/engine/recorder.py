@@ -5,6 +5,12 @@ wins), keeps every state in order and writes through :meth:`Client.write_task_ru
 :meth:`Client.write_logs`.  Producers only append to a queue, so recording a transition
 costs well under a microsecond on the engine's hot path; :meth:`Recorder.flush` waits until
 everything enqueued before it is written.
+
+While the server is unreachable the writer waits inside the HTTP client, which retries
+each write for ``NBFLOW_API_RETRY_SECONDS`` (the writes are idempotent: upserts by id,
+states by transition id); meanwhile the queue keeps what the engine records, in order,
+and the cells go on.  A batch the client gave up on is logged and dropped (the server was
+unreachable for the whole window).
 """
 
 from __future__ import annotations
@@ -133,7 +139,9 @@ class Recorder:
                 self.client.write_logs(logs)
         except Exception:
             log.exception(
-                "nbflow recorder could not write %d task runs and %d logs", len(runs), len(logs)
+                "nbflow recorder could not write %d task runs and %d logs; they are lost",
+                len(runs),
+                len(logs),
             )
         for marker in markers:
             marker.done.set()

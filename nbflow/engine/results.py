@@ -1,4 +1,4 @@
-"""Result storage and cache keys.
+"""Result storage, and the task identity part of cache keys.
 
 A result is one file named by its key under a store: a local directory by default
 (``settings.results_url``) or any fsspec URL (``s3://bucket/prefix``; fsspec is imported
@@ -22,7 +22,7 @@ from typing import Any
 from nbflow.exceptions import NbflowError
 from nbflow.states import now
 
-__all__ = ["ResultRecord", "ResultStore", "get_result_store", "hash_inputs", "task_source_hash"]
+__all__ = ["ResultRecord", "ResultStore", "get_result_store", "task_source_hash"]
 
 
 @dataclass(frozen=True)
@@ -137,18 +137,3 @@ def task_source_hash(fn: Any) -> str:
         source = repr(code.co_code + repr(code.co_consts).encode()) if code else repr(target)
     name = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
     return hashlib.sha256(f"{name}\n{source}".encode()).hexdigest()
-
-
-def hash_inputs(parameters: dict[str, Any]) -> str:
-    """Hash input values (cloudpickle; repr for values that cannot be pickled)."""
-    import cloudpickle
-
-    digest = hashlib.sha256()
-    for name in sorted(parameters):
-        value = parameters[name]
-        try:
-            data = cloudpickle.dumps(value)
-        except Exception:
-            data = repr(value).encode()
-        digest.update(name.encode() + b"\0" + data + b"\0")
-    return digest.hexdigest()

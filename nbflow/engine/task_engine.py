@@ -18,19 +18,20 @@ import hashlib
 import inspect
 import logging
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from nbflow.engine.context import TaskRunContext, task_run_context
+from nbflow.engine.fingerprint import Unfingerprintable, arguments_fingerprint
 from nbflow.engine.ids import fast_model, fast_uuid4
 from nbflow.engine.logging import install_print_hook, run_logger_for
 from nbflow.engine.options import TaskOptions
 from nbflow.engine.recorder import CollectingSink, RunSink
-from nbflow.engine.results import get_result_store, hash_inputs, task_source_hash
+from nbflow.engine.results import get_result_store, task_source_hash
 from nbflow.engine.timeouts import sync_timeout
+from nbflow.engine.tracebacks import format_user_exception
 from nbflow.exceptions import NbflowError, TaskRunTimeout, UpstreamNotReady
 from nbflow.schemas import TaskRun
 from nbflow.states import State, StateType, now
@@ -122,6 +123,11 @@ def _source_hash(fn: Callable[..., Any]) -> str:
     return task_source_hash(fn)
 
 
+@functools.lru_cache(maxsize=1024)
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
 def _error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -171,7 +177,7 @@ class TaskCall:
     def _log_error(self, message: str, exc: BaseException | None = None) -> None:
         logger = run_logger_for(self.sink, self.task_run.flow_run_id, self.task_run.id)
         if exc is not None:
-            message = f"{message}\n" + "".join(traceback.format_exception(exc)).rstrip()
+            message = f"{message}\n" + format_user_exception(exc)
         logger.error(message)
 
     # -- phases shared by the sync and async paths ---------------------------------------
@@ -213,19 +219,39 @@ class TaskCall:
 
     def _parameters(self) -> dict[str, Any]:
         try:
-            bound = inspect.signature(self.fn).bind(*self.args, **self.kwargs)
-        except TypeError:
+            bound = _signature(self.fn).bind(*self.args, **self.kwargs)
+        except (TypeError, ValueError):
             return {"args": self.args, "kwargs": self.kwargs}
         bound.apply_defaults()
         return dict(bound.arguments)
 
     def _compute_cache_key(self) -> str | None:
+        """Return the call's cache key, or None (and a warning) when an input has none.
+
+        The key is the task's source hash and the arguments' fingerprints (stable across
+        processes, see :mod:`nbflow.engine.fingerprint`).  An argument that cannot be
+        fingerprinted means this call is neither looked up nor stored: a guessed key would
+        either miss silently or, worse, hit for a different value.
+        """
         parameters = self._parameters()
         if self.options.cache_key_fn is not None:
             ctx = TaskRunContext(self.task_run, self.options, self.sink, parameters, self.fn)
             return self.options.cache_key_fn(ctx, parameters)
-        digest = hashlib.sha256(f"{_source_hash(self.fn)}:{hash_inputs(parameters)}".encode())
-        return digest.hexdigest()
+        try:
+            inputs = arguments_fingerprint(parameters)
+        except Unfingerprintable as exc:
+            logger = run_logger_for(self.sink, self.task_run.flow_run_id, self.task_run.id)
+            logger.warning(
+                "Task run %r is not cached: argument %r (%s) cannot be fingerprinted: %s. "
+                "Pass data (numbers, strings, containers, arrays, dataclasses) or give the "
+                "task a cache_key_fn.",
+                self.task_run.name,
+                exc.name,
+                exc.type_name,
+                exc.reason,
+            )
+            return None
+        return hashlib.sha256(f"{_source_hash(self.fn)}:{inputs}".encode()).hexdigest()
 
     def _start_attempt(self) -> contextvars.Token[TaskRunContext | None]:
         run = self.task_run

@@ -19,11 +19,21 @@ This is the only module that imports papermill.  One call of :func:`execute_flow
 
 SIGTERM proposes AwaitingRetry (the run is rescheduled), or Cancelled when the run is
 Cancelling (a cancellation); the exit code is 0.  Any other BaseException is Crashed.
+
+Through a server that is unreachable the run goes on: the HTTP client retries each write
+for ``NBFLOW_API_RETRY_SECONDS`` (writes are idempotent), a failed heartbeat is only
+logged, and cell output waits in the buffer.  Writes leave in order, and the terminal
+state is always the process's last one: after the output notebook, the kernel's task
+runs (its graceful exit flushes them), the logs and the notebook's own task run.
+
+Every process of the run ends with it: after the kernel is shut down, whatever the
+notebook started (in the kernel's process group, below it, or carrying the run's
+``NBFLOW__FLOW_RUN_ID``) gets SIGTERM, then SIGKILL (:mod:`nbflow.runners.processes`),
+before the terminal state is proposed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -41,12 +51,20 @@ import papermill
 from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
 from papermill.exceptions import PapermillExecutionError, strip_color
 
-from nbflow.notebook import document as nbs
 from nbflow.client import Client, get_client
 from nbflow.exceptions import NbflowError, NotFound, ParameterError
-from nbflow.execution.kernels import new_kernel_manager
-from nbflow.schemas import Artifact, FlowRun, Log, SetStateStatus, TaskRun
-from nbflow.settings import get_settings
+from nbflow.execution.kernels import kernel_pid, new_kernel_manager
+from nbflow.execution.output import (
+    completed_message,
+    finish_output,
+    output_notebook_path,
+    save_output,
+    write_output,
+)
+from nbflow.execution.reporter import HEARTBEAT_SECONDS, Reporter
+from nbflow.notebook import document as nbs
+from nbflow.runners.processes import flow_run_marker, run_processes, terminate_run_processes
+from nbflow.schemas import FlowRun, SetStateStatus, TaskRun
 from nbflow.states import (
     AwaitingRetry,
     Cancelled,
@@ -70,10 +88,8 @@ __all__ = [
 
 logger = logging.getLogger("nbflow.execution.executor")
 
-#: Seconds between heartbeats of a running flow run (the monitors' crash detection).
-HEARTBEAT_SECONDS = 10.0
-#: Seconds between shipments of buffered cell output.
-LOG_FLUSH_SECONDS = 1.0
+#: Seconds the notebook's leftover processes get between SIGTERM and SIGKILL.
+LEFTOVER_GRACE_SECONDS = 1.0
 #: The papermill engine name under which nbflow's reporting engine is registered.
 ENGINE_NAME = "nbflow"
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -112,14 +128,6 @@ def load_run_notebook(client: Client, run: FlowRun) -> tuple[dict[str, Any], str
     return nbs.read_notebook(path), path
 
 
-def output_notebook_path(run: FlowRun, flow_name: str) -> Path:
-    """Return where the run's output notebook goes (``run.output_path`` when already set)."""
-    if run.output_path:
-        return Path(run.output_path)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in flow_name) or "flow"
-    return get_settings().home / "outputs" / safe / f"{run.id}.ipynb"
-
-
 def _schema_for(client: Client, run: FlowRun, nb: dict[str, Any]) -> dict[str, Any]:
     """Return the flow's parameters schema (from the store, else derived from the notebook)."""
     try:
@@ -128,80 +136,14 @@ def _schema_for(client: Client, run: FlowRun, nb: dict[str, Any]) -> dict[str, A
         schema = {}
     if schema.get("properties"):
         return schema
-    flow_cell = nbs.find_flow_cell(nb)
-    if flow_cell is not None:
-        return nbs.parameters_schema(flow_cell.parameters)
-    anchor = nbs.find_parameters_cell(nb)
-    if anchor is None:
-        return nbs.parameters_schema({})
-    return nbs.parameters_schema(nbs.parse_parameters(nbs.cell_source(nb["cells"][anchor])))
+    return nbs.notebook_parameters_schema(nb)
 
 
 # -- papermill engine with reporting hooks ----------------------------------------------
 
 
-class _Reporter:
-    """Buffer cell output as logs and ship them (with heartbeats) from an OS thread."""
-
-    def __init__(self, client: Client, run_id: UUID) -> None:
-        self.client, self.run_id = client, run_id
-        self._lock = threading.Lock()
-        self._buffer: list[Log] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="nbflow-execute", daemon=True)
-        self.cells_done = 0
-        #: Set by SIGTERM: no further cell starts.
-        self.terminated = threading.Event()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _loop(self) -> None:
-        last_beat = 0.0
-        while not self._stop.wait(LOG_FLUSH_SECONDS):
-            self.flush()
-            if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
-                last_beat = time.monotonic()
-                try:
-                    self.client.heartbeat(self.run_id)
-                except Exception:
-                    logger.warning("flow run %s: heartbeat failed", self.run_id, exc_info=True)
-
-    def log(self, message: str, level: int = logging.INFO) -> None:
-        entry = Log(flow_run_id=self.run_id, level=level, logger="nbflow.notebook", message=message)
-        with self._lock:
-            self._buffer.append(entry)
-
-    def cell_complete(self, index: int, cell: Any) -> None:
-        self.cells_done += 1
-        for output in cell.get("outputs", []):
-            kind = output.get("output_type")
-            if kind == "stream":
-                level = logging.WARNING if output.get("name") == "stderr" else logging.INFO
-                text = "".join(output.get("text", ""))
-                self.log(f"[cell {index}] {text.rstrip()}", level)
-            elif kind == "error":
-                self.log(
-                    f"[cell {index}] {output.get('ename')}: {output.get('evalue')}", logging.ERROR
-                )
-
-    def flush(self) -> None:
-        with self._lock:
-            batch, self._buffer = self._buffer, []
-        if batch:
-            try:
-                self.client.write_logs(batch)
-            except Exception:
-                logger.warning("flow run %s: could not ship logs", self.run_id, exc_info=True)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.flush()
-
-
 class _ReportingManager(NotebookExecutionManager):  # type: ignore[misc]
-    reporter: _Reporter | None = None
+    reporter: Reporter | None = None
 
     def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
         if self.reporter is not None and self.reporter.terminated.is_set():
@@ -215,7 +157,7 @@ class _ReportingManager(NotebookExecutionManager):  # type: ignore[misc]
 
 
 class NbflowEngine(NBClientEngine):  # type: ignore[misc]
-    """papermill's nbclient engine, reporting each finished cell to a :class:`_Reporter`."""
+    """papermill's nbclient engine, reporting each finished cell to a :class:`Reporter`."""
 
     #: The notebook being executed (its outputs so far), for saving after a crash.
     current: Any = None
@@ -259,7 +201,14 @@ papermill_engines.register(ENGINE_NAME, NbflowEngine)
 def _propose(client: Client, run_id: UUID, state: State) -> tuple[SetStateStatus, State | None]:
     """Propose ``state``, sleeping and proposing again while the gate answers WAIT."""
     while True:
-        result = client.set_flow_run_state(run_id, state)
+        try:
+            result = client.set_flow_run_state(run_id, state)
+        except NbflowError as exc:
+            if getattr(exc, "status_code", None) != 403:
+                raise
+            # The run's token died with the run: someone else ended it (a cancel, a monitor).
+            logger.info("flow run %s: %s refused: the run already ended (%s)", run_id, state, exc)
+            return SetStateStatus.REJECT, None
         if result.status is not SetStateStatus.WAIT:
             if result.status is not SetStateStatus.ACCEPT:
                 logger.info(
@@ -297,44 +246,6 @@ def _sigterm_interrupts(terminated: threading.Event, km: Any) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _save_output(
-    client: Client, run: FlowRun, nb: Any, path: Path, *, partial: bool = False
-) -> str | None:
-    """Write the output notebook and record it with the run; None if there is none."""
-    if nb is None:
-        return None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, str(path))  # type: ignore[no-untyped-call]
-    except Exception:
-        logger.warning("flow run %s: could not write %s", run.id, path, exc_info=True)
-        return None
-    client.update_flow_run(run.id, output_path=str(path))
-    client.create_artifact(_output_artifact(run, path, partial=partial))
-    return str(path)
-
-
-def _output_artifact(run: FlowRun, path: Path, *, partial: bool = False) -> Artifact:
-    """Return the output notebook's artifact; through a server it carries the notebook.
-
-    A run in a container does not share the server's filesystem, so with
-    ``NBFLOW_API_URL`` set the notebook JSON goes in ``data`` (the server's output
-    endpoint serves it); a partial output is marked in its ``metadata.nbflow``.
-    """
-    data: dict[str, Any] | None = {"partial": True} if partial else None
-    if get_settings().api_url:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            logger.warning("flow run %s: could not read %s", run.id, path, exc_info=True)
-        else:
-            if partial:
-                data.setdefault("metadata", {}).setdefault("nbflow", {})["partial"] = True
-    return Artifact(
-        flow_run_id=run.id, key="output-notebook", kind="notebook", uri=str(path), data=data
-    )
-
-
 def _failed_state(exc: PapermillExecutionError) -> State:
     return Failed(
         message=f"cell {exc.cell_index} (In [{exc.exec_count}]) raised {exc.ename}: {exc.evalue}",
@@ -370,7 +281,7 @@ def execute_flow_run(
         return _execute(client, flow_run_id, kernel_manager, start_timeout, setup)
     finally:
         if kernel_manager is not None and kernel_manager.has_kernel:
-            kernel_manager.shutdown_kernel(now=True)  # refused runs never used it
+            _shutdown(kernel_manager, graceful=False)  # refused runs never used it
 
 
 def _execute(
@@ -416,7 +327,7 @@ def _execute(
         )
     finally:
         if km.has_kernel:
-            km.shutdown_kernel(now=True)
+            _shutdown(km, graceful=False, flow_run_id=run_id)
 
 
 def _execute_notebook(
@@ -431,7 +342,7 @@ def _execute_notebook(
 ) -> ExecutionResult:
     run_id = run.id
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    reporter = _Reporter(client, run_id)
+    reporter = Reporter(client, run_id)
     reporter.start()
     NbflowEngine.current = None
     whole = _start_notebook_task(client, run, prepared, flow_name)
@@ -451,11 +362,9 @@ def _execute_notebook(
                     km=km,
                     nbflow_reporter=reporter,
                 )
-                _record_output(client, run, out_path)
-                final = Completed(message=f"{reporter.cells_done} cells executed")
+                final = Completed(message=completed_message(client, run_id, reporter))
             except PapermillExecutionError as exc:
                 # papermill already wrote the output notebook with the error marked.
-                _record_output(client, run, out_path)
                 if reporter.terminated.is_set():
                     raise _Terminated() from exc
                 reporter.log("\n".join(strip_color(t) for t in exc.traceback), logging.ERROR)
@@ -463,27 +372,59 @@ def _execute_notebook(
                 code = EXIT_FAILED
     except _Terminated:
         if not out_path.exists():
-            _save_output(client, run, NbflowEngine.current, out_path, partial=True)
+            write_output(run, NbflowEngine.current, out_path)
         current = client.read_flow_run(run_id).state
         if current is not None and current.type is StateType.CANCELLING:
             final = Cancelled(message="cancelled: the run's process was asked to stop")
         else:
             final = AwaitingRetry(message="rescheduled: the run's process received SIGTERM")
     except BaseException as exc:
-        _save_output(client, run, NbflowEngine.current, out_path, partial=True)
-        reporter.close()
-        _propose(
-            client, run_id, Crashed(message=f"nbflow execute crashed: {type(exc).__name__}: {exc}")
-        )
+        _crashed(client, run, exc, reporter, km, out_path, whole, graceful=_uses_nbflow(prepared))
         raise
     reporter.close()
     # A graceful shutdown lets the kernel flush its recorder: every task run is in the
     # store before the run's terminal state is.
-    _shutdown(km, graceful=_uses_nbflow(prepared))
+    _shutdown(km, graceful=_uses_nbflow(prepared), flow_run_id=run_id)
     if whole is not None:
         _end_notebook_task(client, whole, final)
+    # The run's token dies with its terminal state: the output (its nbflow summary
+    # rewritten to the final state) is recorded first, the terminal state is the last write.
+    if out_path.exists():
+        finish_output(client, run, final, out_path)
     _, state = _propose(client, run_id, final)
     return ExecutionResult(code, state, str(out_path) if out_path.exists() else None)
+
+
+def _crashed(
+    client: Client,
+    run: FlowRun,
+    exc: BaseException,
+    reporter: Reporter,
+    km: Any,
+    out_path: Path,
+    whole: TaskRun | None,
+    *,
+    graceful: bool,
+) -> None:
+    """Record what can be recorded of a run that broke, ending with Crashed.
+
+    Each step is best effort (the server may have been unreachable for longer than the
+    retry window): the exception that broke the run is the one that propagates.
+    """
+    steps = (
+        lambda: save_output(client, run, NbflowEngine.current, out_path, partial=True),
+        reporter.close,
+        lambda: _shutdown(km, graceful=graceful, flow_run_id=run.id),
+        lambda: _end_notebook_task(client, whole, Crashed()) if whole is not None else None,
+        lambda: _propose(
+            client, run.id, Crashed(message=f"nbflow execute crashed: {type(exc).__name__}: {exc}")
+        ),
+    )
+    for step in steps:
+        try:
+            step()
+        except Exception:
+            logger.warning("flow run %s: while recording the crash", run.id, exc_info=True)
 
 
 def _uses_nbflow_magics(nb: Any) -> bool:
@@ -571,12 +512,20 @@ def _uses_nbflow(nb: Any) -> bool:
     return any("nbflow" in c.source or c.source.lstrip().startswith("%%") for c in nb.cells)
 
 
-def _shutdown(km: Any, *, graceful: bool, timeout: float = 10.0) -> None:
-    """Stop the kernel; ``graceful`` lets it exit on its own first (its atexit flushes).
+def _shutdown(
+    km: Any, *, graceful: bool, timeout: float = 10.0, flow_run_id: UUID | None = None
+) -> None:
+    """Stop the kernel and every process it started; ``graceful`` lets it exit first.
 
-    jupyter_client's own graceful shutdown takes about a second more than the kernel
-    needs, so ask and poll at a short interval, then kill what is left.
+    A graceful exit runs the kernel's atexit hooks (its recorder flushes).  jupyter_client's
+    own graceful shutdown takes about a second more than the kernel needs, so ask and poll
+    at a short interval, then kill what is left.  The notebook's processes are collected
+    while the kernel still lives (a child that left the kernel's process group is found
+    only below it) and terminated after it is gone.
     """
+    pid = kernel_pid(km)
+    marker = flow_run_marker(flow_run_id) if flow_run_id is not None else None
+    tree = run_processes([pid], marker) if pid is not None else set()
     try:
         if graceful and km.has_kernel and km.is_alive():
             km.request_shutdown()
@@ -587,9 +536,12 @@ def _shutdown(km: Any, *, graceful: bool, timeout: float = 10.0) -> None:
             km.shutdown_kernel(now=True)
     except Exception:
         logger.warning("the kernel did not shut down cleanly", exc_info=True)
-
-
-def _record_output(client: Client, run: FlowRun, path: Path) -> None:
-    if path.exists():
-        client.update_flow_run(run.id, output_path=str(path))
-        client.create_artifact(_output_artifact(run, path))
+    if pid is not None or flow_run_id is not None:
+        left = terminate_run_processes(
+            [pid] if pid is not None else [],
+            marker,
+            LEFTOVER_GRACE_SECONDS,
+            known=tree,
+        )
+        if left:
+            logger.info("stopped %d process(es) the notebook left running", len(left))

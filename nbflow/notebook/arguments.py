@@ -18,8 +18,8 @@ from typing import Any, NoReturn
 
 from croniter import croniter
 
-from nbflow.notebook import document as notebooks
 from nbflow.exceptions import ValidationError
+from nbflow.notebook import document as notebooks
 
 __all__ = [
     "KNOWN_RUNNERS",

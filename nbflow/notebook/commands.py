@@ -11,8 +11,8 @@ from uuid import UUID
 
 from IPython.core.error import UsageError
 
+from nbflow.exceptions import TransitionRejected
 from nbflow.schemas import FlowRunFilter, TaskRunFilter
-from nbflow.states import Cancelling
 
 if TYPE_CHECKING:
     from nbflow.notebook.magics import NotebookSession
@@ -44,11 +44,7 @@ def dispatch(session: NotebookSession, line: str) -> Any:
 
 
 def _client(session: NotebookSession) -> Any:
-    if session.engine is not None:
-        return session.engine.client
-    from nbflow.client import get_client
-
-    return get_client()
+    return session.run.client()
 
 
 def _run_id(session: NotebookSession, text: str) -> UUID:
@@ -69,11 +65,8 @@ def _run_id(session: NotebookSession, text: str) -> UUID:
 
 
 def _status(session: NotebookSession, args: list[str]) -> None:
-    if session.widget is None:
-        print("no interactive flow run yet: run a %%flow or %%task cell")
-        return
-    session.widget.flush()
-    print(session.widget.to_text())
+    text = session.display.status()
+    print("no interactive flow run yet: run a %%flow or %%task cell" if text is None else text)
 
 
 def _runs(session: NotebookSession, args: list[str]) -> None:
@@ -102,28 +95,38 @@ def _show(session: NotebookSession, args: list[str]) -> None:
 
 
 def _cancel(session: NotebookSession, args: list[str]) -> None:
-    current = session.engine.flow_run.id if session.engine is not None else None
+    current = session.run.flow_run_id
     run_id = _run_id(session, args[0]) if args else current
     if run_id is None:
         raise UsageError("%nbflow cancel RUN_ID (there is no current interactive run)")
     if run_id == current:
-        session.cancel()
-        final = session.finish()
+        session.run.cancel()
+        final = session.run.finish()
         print(f"flow run {run_id}: {final}")
         return
     client = _client(session)
-    cancel = getattr(client, "cancel_flow_run", None)
-    if cancel is not None:
-        # A server: Cancelled at once if not started, else Cancelling for its monitors.
-        result = cancel(run_id)
-    else:
-        result = client.set_flow_run_state(run_id, Cancelling(message="cancelled from %nbflow"))
-    print(f"flow run {run_id}: {result.status.value} ({result.reason or result.state})")
+    # The one cancel path: Cancelled at once if not started, else Cancelling for its owner.
+    try:
+        result = client.cancel_flow_run(run_id, message="cancelled from %nbflow")
+    except TransitionRejected as exc:
+        raise UsageError(f"%nbflow cancel: flow run {run_id}: {exc.reason}") from None
+    print(f"flow run {run_id}: {result.state.name if result.state else result.status.value}")
 
 
 def _finish(session: NotebookSession, args: list[str]) -> None:
-    final = session.finish()
-    print("no interactive flow run" if final is None else f"flow run finished: {final}")
+    batch = session.run.batch and session.run.engine is not None
+    final = session.run.finish()
+    if final is not None:
+        print(f"flow run finished: {final}")
+        return
+    if batch:  # `nbflow execute` ends the run; a notebook's finish cell has nothing to say
+        return
+    widget = session.display.widget
+    last = widget.flow_state if widget is not None else None
+    if widget is not None and last is not None and last.is_terminal:
+        print(f"nothing to finish: flow run {widget.flow_run_id} already ended {last.name}")
+    else:
+        print("nothing to finish: no interactive flow run is running")
 
 
 def _deploy(session: NotebookSession, args: list[str]) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nbflow import parameters as _parameters
 from nbflow.exceptions import NbflowError, ParameterError
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "inject_parameters",
     "load_notebook",
     "new_notebook",
+    "notebook_parameters",
+    "notebook_parameters_schema",
     "parameters_schema",
     "parse_parameters",
     "read_notebook",
@@ -270,6 +273,7 @@ def parse_parameters(source: str, *, where: str = "<cell>") -> dict[str, Paramet
             continue
         if not isinstance(target, ast.Name):
             continue
+        _parameters.check_parameter_name(target.id, field=f"{where}: {target.id}")
         try:
             default = ast.literal_eval(value)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
@@ -301,6 +305,26 @@ def _annotation_types(node: ast.expr) -> tuple[str, ...] | None:
     return None
 
 
+def notebook_parameters(
+    nb: Mapping[str, Any], *, source: str = "<notebook>"
+) -> dict[str, Parameter]:
+    """Return a notebook's parameters: its ``%%flow`` cell's, else its ``parameters`` cell's."""
+    flow_cell = find_flow_cell(nb, source=source)
+    if flow_cell is not None:
+        return flow_cell.parameters
+    anchor = find_parameters_cell(nb)
+    if anchor is None:
+        return {}
+    return parse_parameters(cell_source(nb["cells"][anchor]), where=f"{source} cell {anchor}")
+
+
+def notebook_parameters_schema(
+    nb: Mapping[str, Any], *, source: str = "<notebook>"
+) -> dict[str, Any]:
+    """Return the JSON schema of a notebook's parameters (the one notebook → schema rule)."""
+    return parameters_schema(notebook_parameters(nb, source=source))
+
+
 def parameters_schema(params: Mapping[str, Parameter]) -> dict[str, Any]:
     """Return the JSON schema of a flow's parameters (stored on ``schemas.Flow``)."""
     return {
@@ -320,54 +344,11 @@ def _schema_types(prop: Mapping[str, Any]) -> tuple[str, ...]:
     return ()
 
 
-def _fits(value: Any, json_type: str) -> bool:
-    if json_type == "boolean":
-        return isinstance(value, bool)
-    if json_type == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if json_type == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if json_type == "string":
-        return isinstance(value, str)
-    if json_type == "array":
-        return isinstance(value, list | tuple)
-    if json_type == "object":
-        return isinstance(value, dict)
-    if json_type == "null":
-        return value is None
-    return True
-
-
-def validate_parameters(schema: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Check ``values`` against a parameters schema; return them (tuples as lists).
-
-    Unknown names and values of the wrong type raise :class:`ParameterError` naming the
-    parameter, the value and the expected type.  A schema without properties (a notebook
-    with no parameters cell) accepts nothing but an empty mapping.
-    """
-    props: Mapping[str, Any] = schema.get("properties") or {}
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        prop = props.get(name)
-        if prop is None:
-            known = ", ".join(sorted(props)) or "none"
-            raise ParameterError(
-                name,
-                value,
-                "is not a parameter of this flow",
-                f"Known parameters: {known}. Add it to the %%flow cell or remove it.",
-            )
-        types = _schema_types(prop)
-        if types and not any(_fits(value, t) for t in types):
-            expected = " or ".join(types)
-            raise ParameterError(
-                name,
-                value,
-                f"expected {expected}, got {type(value).__name__}",
-                f"Pass a value of type {expected} (the %%flow cell's default is {prop.get('default')!r}).",
-            )
-        out[name] = list(value) if isinstance(value, tuple) else value
-    return out
+def validate_parameters(
+    schema: Mapping[str, Any], values: Mapping[str, Any], *, flow_name: str | None = None
+) -> dict[str, Any]:
+    """Check ``values`` against a parameters schema with :func:`nbflow.parameters.validate_parameters`."""
+    return _parameters.validate_parameters(schema, values, flow_name=flow_name)
 
 
 def coerce_parameter(schema: Mapping[str, Any], name: str, text: str) -> Any:
@@ -410,6 +391,9 @@ def inject_parameters(nb: Mapping[str, Any], parameters: Mapping[str, Any]) -> d
     if not parameters:
         return out
     anchor = find_parameters_cell(out)
+    for name in parameters:
+        # Names become code in the injected cell: only identifiers ever get there.
+        _parameters.check_parameter_name(name, field=f"parameters.{name}")
     lines = ["# Parameters"] + [f"{name} = {_literal(v)}" for name, v in parameters.items()]
     cell = _code_cell("\n".join(lines) + "\n", "injected-parameters", tags=[INJECTED_TAG])
     out["cells"].insert(0 if anchor is None else anchor + 1, cell)

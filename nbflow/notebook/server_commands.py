@@ -16,12 +16,14 @@ import logging
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+from uuid import UUID
 
 from IPython.core.error import UsageError
 
-from nbflow.notebook import document as nbs
 from nbflow.exceptions import NbflowError, ValidationError
+from nbflow.notebook import document as nbs
 from nbflow.notebook.arguments import FlowOptions, parse_duration
+from nbflow.orchestration.job_variables import merge_job_variables
 from nbflow.schemas import Deployment, Flow, FlowRun, FlowRunCreate
 from nbflow.settings import get_settings
 from nbflow.states import Scheduled
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from nbflow.client.http import HTTPClient
     from nbflow.notebook.magics import NotebookSession
 
-__all__ = ["deploy_command", "deploy_from_flow_cell", "run_command"]
+__all__ = ["ServerLink", "deploy_command", "deploy_from_flow_cell", "run_command"]
 
 log = logging.getLogger("nbflow.notebook.magics")
 
@@ -67,19 +69,28 @@ def _run_parser() -> _Parser:
     return p
 
 
-def _client(what: str) -> HTTPClient:
-    from nbflow.deployments import NoServerError, server_client
+class ServerLink:
+    """This kernel's link to an nbflow server: the client, and the deployment made here.
 
-    try:
-        return server_client(what)
-    except NoServerError as exc:
-        raise UsageError(str(exc)) from None
+    ``%nbflow deploy`` and ``%%flow --schedule`` remember the deployment; ``%nbflow run``
+    runs it when the server cannot tell which notebook this kernel belongs to.
+    """
+
+    def __init__(self) -> None:
+        self.deployment_id: UUID | None = None
+
+    def client(self, what: str) -> HTTPClient:
+        """Return a client to the configured server; without one, say how to get one."""
+        from nbflow.notebook.deploy import NoServerError, server_client
+
+        try:
+            return server_client(what)
+        except NoServerError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def _saved_notebook(session: NotebookSession, what: str) -> tuple[Path, dict[str, Any]]:
-    from nbflow.notebook.magics import notebook_path
-
-    path = notebook_path(session.shell)
+    path = session.kernel.path()
     if path is None:
         raise UsageError(
             f"{what}: this kernel does not know its notebook's path (no __session__ or "
@@ -143,8 +154,7 @@ def _deploy(
     spec: Any,
     what: str,
 ) -> Deployment:
-    from nbflow.cli.deploy import print_deployment
-    from nbflow.deployments import deploy_notebook
+    from nbflow.notebook.deploy import deploy_notebook, print_deployment
 
     try:
         flow, deployment = deploy_notebook(client, nb, spec, path=path)
@@ -152,32 +162,33 @@ def _deploy(
         raise UsageError(f"{what}: {exc}") from None
     except NbflowError as exc:
         raise UsageError(f"{what}: {exc}") from None
-    session.deployment_id = deployment.id
+    session.server.deployment_id = deployment.id
     print_deployment(flow, deployment)
     return deployment
 
 
 def deploy_command(session: NotebookSession, args: list[str]) -> Deployment:
     """``%nbflow deploy``: deploy the saved notebook; the %%flow line gives the defaults."""
-    from nbflow.deployments import DeploySpec
+    from nbflow.notebook.deploy import DeploySpec
 
     ns = _deploy_parser().parse_args(args)
-    client = _client("%nbflow deploy")
+    client = session.server.client("%nbflow deploy")
     path, nb = _saved_notebook(session, "%nbflow deploy")
     line = _flow_line_options(nb, path)
     cron = ns.cron if ns.cron is not None else (line.cron if line and not ns.interval else None)
     interval = parse_duration(ns.interval, "--interval").total_seconds() if ns.interval else None
     if interval is None and cron is None and line is not None:
         interval = line.interval_seconds
-    flow_cell = nbs.find_flow_cell(nb, source=str(path))
-    schema = nbs.parameters_schema(flow_cell.parameters) if flow_cell else {}
+    schema = nbs.notebook_parameters_schema(nb, source=str(path))
     spec = DeploySpec(
         name=ns.name or path.stem,
         cron=cron,
         timezone=ns.timezone or (line.timezone if line else "UTC"),
         interval_seconds=interval,
         runner=ns.runner or (line.runner if line and line.runner != "subprocess" else None),
-        job_variables={**(line.job_variables if line else {}), **_job_variables(ns.job_variable)},
+        job_variables=merge_job_variables(
+            line.job_variables if line else None, _job_variables(ns.job_variable)
+        ),
         parameters=_parameters(schema, ns.param),
         paused=ns.paused,
     )
@@ -190,7 +201,7 @@ def deploy_from_flow_cell(session: NotebookSession, opts: FlowOptions) -> None:
     Without a server the schedule is kept for later and one line says so; inside a batch
     run (a runner executing the notebook) nothing is deployed.
     """
-    from nbflow.deployments import DeploySpec, describe_schedule
+    from nbflow.notebook.deploy import DeploySpec, describe_schedule
 
     settings = get_settings()
     if settings.flow_run_id is not None or (opts.cron is None and opts.interval_seconds is None):
@@ -211,7 +222,7 @@ def deploy_from_flow_cell(session: NotebookSession, opts: FlowOptions) -> None:
         )
         return
     try:
-        client = _client("%%flow --schedule")
+        client = session.server.client("%%flow --schedule")
         path, nb = _saved_notebook(session, "%%flow --schedule")
         _deploy(session, client, path, nb, spec, "%%flow --schedule")
     except UsageError as exc:
@@ -220,9 +231,7 @@ def deploy_from_flow_cell(session: NotebookSession, opts: FlowOptions) -> None:
 
 
 def _default_deployment_name(session: NotebookSession) -> str:
-    from nbflow.notebook.magics import notebook_path
-
-    path = notebook_path(session.shell)
+    path = session.kernel.path()
     return path.stem if path is not None else "notebook"
 
 
@@ -234,9 +243,7 @@ def _server_relative_path(client: HTTPClient, session: NotebookSession) -> str |
     """
     import httpx
 
-    from nbflow.notebook.magics import notebook_path
-
-    given = notebook_path(session.shell)
+    given = session.kernel.path()
     if given is not None and not given.is_absolute():
         return given.as_posix()
 
@@ -246,7 +253,7 @@ def _server_relative_path(client: HTTPClient, session: NotebookSession) -> str |
         kernel_id = Path(get_connection_file()).stem.removeprefix("kernel-")
     except Exception:  # not an ipykernel, or no connection file: no way to ask
         return None
-    from nbflow.deployments import API_PREFIX
+    from nbflow.notebook.deploy import API_PREFIX
 
     token = get_settings().api_token
     headers = {"Authorization": f"token {token}"} if token else {}
@@ -266,16 +273,15 @@ def _server_relative_path(client: HTTPClient, session: NotebookSession) -> str |
 def run_command(session: NotebookSession, args: list[str]) -> FlowRun:
     """``%nbflow run``: create a batch run of this notebook for the server's dispatcher."""
     ns = _run_parser().parse_args(args)
-    client = _client("%nbflow run")
+    client = session.server.client("%nbflow run")
     path, nb = _saved_notebook(session, "%nbflow run")
-    flow_cell = nbs.find_flow_cell(nb, source=str(path))
-    schema = nbs.parameters_schema(flow_cell.parameters) if flow_cell else {}
+    schema = nbs.notebook_parameters_schema(nb, source=str(path))
     parameters = _parameters(schema, ns.param)
     job_variables = _job_variables(ns.job_variable)
     relative = _server_relative_path(client, session)
     try:
         if relative is not None:
-            from nbflow.deployments import notebook_flow
+            from nbflow.notebook.deploy import notebook_flow
 
             flow: Flow = client.create_flow(notebook_flow(nb, path))
             run = client.create_flow_run(
@@ -290,14 +296,14 @@ def run_command(session: NotebookSession, args: list[str]) -> FlowRun:
                     tags=["nbflow-run-magic"],
                 )
             )
-        elif session.deployment_id is not None:
+        elif session.server.deployment_id is not None:
             if ns.runner is not None:
                 raise UsageError(
                     "%nbflow run --runner: a run of a deployment uses the deployment's runner; "
                     "redeploy with %nbflow deploy --runner R"
                 )
             run = client.run_deployment(
-                session.deployment_id, parameters, job_variables=job_variables
+                session.server.deployment_id, parameters, job_variables=job_variables
             )
         else:
             raise UsageError(

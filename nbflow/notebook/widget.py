@@ -7,6 +7,11 @@ task states never floods the frontend.  ``_repr_mimebundle_`` returns the widget
 a ``text/html`` summary, so nbconvert/papermill output and frontends without a widget
 manager still show a readable table; :meth:`FlowRunWidget.refresh_display` rewrites that
 summary (call it from the kernel's main thread, e.g. at the end of a cell).
+
+While a task runs, the widget redraws itself about once a second (from the flush thread,
+so the kernel's main thread never polls) to show the running task's and the run's live
+duration; the ticking stops as soon as no task runs.  A plain ipywidgets ``HTML`` cannot
+run a timer in the browser, hence the kernel-side tick.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ from uuid import UUID
 
 import ipywidgets as widgets
 
-from nbflow.states import State, StateType
+from nbflow.states import State, StateType, now
 
-__all__ = ["FlowRunWidget", "TaskRow"]
+__all__ = ["SUMMARY_KEY", "FlowRunWidget", "TaskRow", "format_seconds", "plural"]
 
 log = logging.getLogger("nbflow.notebook.widget")
 
@@ -53,6 +58,32 @@ _CELL = "padding:1px 10px 1px 0;"
 
 
 Scheduler = Callable[[float, Callable[[], None]], None]
+
+#: Key of the output metadata that marks a run's summary (see nbflow.notebook.summary).
+SUMMARY_KEY = "nbflow"
+
+#: Seconds between two redraws while a task runs (the live durations).
+TICK_SECONDS = 1.0
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """Return ``"1 retry"``, ``"2 retries"``: the count with the word in the right number."""
+    if count == 1:
+        return f"1 {word}"
+    return f"{count} {many or word + 's'}"
+
+
+def format_seconds(seconds: float) -> str:
+    """Return a duration as people read it: ``0.42 s``, ``12.3 s``, ``2 min 05 s``, ``1 h 02 min``."""
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 class _Flusher:
@@ -116,12 +147,23 @@ class TaskRow:
     stale: bool = False
 
     @property
+    def running(self) -> bool:
+        """Whether the task is running now (a first attempt or a retry)."""
+        return self.state is not None and self.state.type is StateType.RUNNING
+
+    @property
     def duration(self) -> float | None:
-        """Seconds the task ran (so far, while running)."""
+        """Seconds the task ran (until its latest state, while running)."""
         if self.start_time is None:
             return None
         end = self.end_time or (self.state.timestamp if self.state else None)
         return max(0.0, (end - self.start_time).total_seconds()) if end else None
+
+    def elapsed(self, at: datetime) -> float | None:
+        """Seconds the task ran, counting up to ``at`` while it runs."""
+        if self.running and self.start_time is not None and self.end_time is None:
+            return max(0.0, (at - self.start_time).total_seconds())
+        return self.duration
 
     @property
     def retries(self) -> int:
@@ -158,9 +200,16 @@ class FlowRunWidget:
         on_cancel: Callable[[], None] | None = None,
         min_interval: float = 0.1,
         scheduler: Scheduler = _timer,
+        clock: Callable[[], datetime] = now,
     ) -> None:
         self.flow_run_id, self.flow_name, self.run_name = flow_run_id, flow_name, run_name
         self.flow_state: State | None = None
+        #: When the run entered Running, and when it ended (for its total duration).
+        self.run_started: datetime | None = None
+        self.run_ended: datetime | None = None
+        self._clock = clock
+        self._tick_pending = False
+        self._cancel_requested = False
         self.rows: dict[str, TaskRow] = {}
         self._row_html: dict[str, tuple[TaskRow, str]] = {}
         self.flush_count = 0
@@ -192,6 +241,10 @@ class FlowRunWidget:
         with self._lock:
             if task_run is None:
                 self.flow_state = event.state
+                if event.state.type is StateType.RUNNING and self.run_started is None:
+                    self.run_started = event.state.timestamp
+                if event.state.is_terminal:
+                    self.run_ended = event.state.timestamp
             else:
                 old = self.rows.get(task_run.task_key)
                 if (
@@ -227,10 +280,28 @@ class FlowRunWidget:
 
     def cancel(self) -> None:
         """Ask the flow run to stop (the Cancel button)."""
-        self.cancel_button.disabled = True
-        self.cancel_button.description = "Cancelling..."
+        with self._lock:
+            self._cancel_requested = True
+            self._apply_button()
         if self._on_cancel is not None:
             self._on_cancel()
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run reached a terminal state."""
+        return self.flow_state is not None and self.flow_state.is_terminal
+
+    def _something_runs(self) -> bool:
+        return not self.finished and any(r.running for r in self.rows.values())
+
+    def _tick(self) -> None:
+        """Redraw the live durations; keep ticking only while a task runs."""
+        with self._lock:
+            self._tick_pending = False
+            if not self._something_runs():
+                return
+            self._dirty = True
+        self.flush()
 
     # -- coalescing
     def _request_flush(self, immediate: bool = False) -> None:
@@ -257,6 +328,11 @@ class FlowRunWidget:
             self._last_flush = time.monotonic()
             self.flush_count += 1
             self._apply()
+            tick = self._something_runs() and not self._tick_pending
+            if tick:
+                self._tick_pending = True
+        if tick:
+            self._scheduler(TICK_SECONDS, self._tick)
 
     def _apply(self) -> None:
         rows = list(self.rows.values())
@@ -270,24 +346,51 @@ class FlowRunWidget:
             if rows and done == len(rows)
             else "info"
         )
-        self.header.value = self._header_html()
-        self.table.value = self._table_html(rows)
-        finished = self.flow_state is not None and self.flow_state.is_terminal
-        if finished:
-            self.cancel_button.disabled = True
-            self.cancel_button.description = "Run finished"
+        at = self._clock()
+        self.header.value = self._header_html(at)
+        self.table.value = self._table_html(rows, at)
+        self._apply_button()
+
+    def _apply_button(self) -> None:
+        """Show the button that fits the state: Cancel while running, nothing once finished."""
+        button = self.cancel_button
+        if self.finished:
+            button.disabled = True
+            button.description = "Run finished"
+            button.button_style = ""
+            button.icon = ""
+            button.layout.display = "none"
+        elif self._cancel_requested or (
+            self.flow_state is not None and self.flow_state.type is StateType.CANCELLING
+        ):
+            button.disabled = True
+            button.description = "Cancelling..."
+            button.button_style = ""
+            button.icon = "hourglass-half"
+
+    def run_duration(self, at: datetime | None = None) -> float | None:
+        """Seconds since the run started: until it ended, or until ``at`` (now) while it runs."""
+        if self.run_started is None:
+            return None
+        end = self.run_ended or at or self._clock()
+        return max(0.0, (end - self.run_started).total_seconds())
 
     # -- rendering
-    def _header_html(self) -> str:
+    def _header_html(self, at: datetime | None = None) -> str:
         state = self.flow_state
         badge = _badge(state.name if state else "Starting", colour(state))
         run = f" <code>{html.escape(self.run_name)}</code>" if self.run_name else ""
+        seconds = self.run_duration(at)
+        took = ""
+        if seconds is not None:
+            label = "total" if self.finished else "running for"
+            took = f' <span title="the run\'s duration">{label} {format_seconds(seconds)}</span>'
         return (
-            f"<div><b>flow {html.escape(self.flow_name)}</b>{run} {badge} "
+            f"<div><b>flow {html.escape(self.flow_name)}</b>{run} {badge}{took} "
             f'<span style="color:#6c757d">{self.flow_run_id}</span></div>'
         )
 
-    def _table_html(self, rows: list[TaskRow]) -> str:
+    def _table_html(self, rows: list[TaskRow], at: datetime | None = None) -> str:
         if not rows:
             return "<i>no task ran yet</i>"
         head = "".join(
@@ -305,10 +408,14 @@ class FlowRunWidget:
             '<table style="border-collapse:collapse;font-size:0.9em;line-height:1.6">',
             f"<tr>{head}</tr>",
         ]
+        at = at or self._clock()
         for row in rows:
+            if row.running:  # its duration counts up: never reuse its html
+                lines.append(_row_html(row, at))
+                continue
             cached = self._row_html.get(row.task_key)
             if cached is None or cached[0] is not row:
-                cached = (row, _row_html(row))
+                cached = (row, _row_html(row, at))
                 self._row_html[row.task_key] = cached
             lines.append(cached[1])
         lines.append("</table>")
@@ -319,25 +426,32 @@ class FlowRunWidget:
         with self._lock:
             rows = list(self.rows.values())
             done = sum(1 for r in rows if r.state is not None and r.state.is_terminal)
+            at = self._clock()
             return (
-                f'<div class="nbflow-flow-run">{self._header_html()}'
-                f"<div>{done}/{len(rows)} tasks finished</div>{self._table_html(rows)}</div>"
+                f'<div class="nbflow-flow-run">{self._header_html(at)}'
+                f"<div>{done} of {plural(len(rows), 'task')} finished</div>"
+                f"{self._table_html(rows, at)}</div>"
             )
 
     def to_text(self) -> str:
         """Return a plain-text summary."""
         with self._lock:
             state = self.flow_state.name if self.flow_state else "Starting"
-            lines = [f"flow {self.flow_name} [{state}] {self.flow_run_id}"]
+            seconds = self.run_duration()
+            took = f" ({format_seconds(seconds)})" if seconds is not None else ""
+            lines = [f"flow {self.flow_name} [{state}]{took} {self.flow_run_id}"]
             for row in self.rows.values():
                 name = row.state.name if row.state else "Pending"
                 extra = f" ({row.error})" if row.error else ""
                 stale = " [stale: an input changed]" if row.stale else ""
                 cached = " [cache hit]" if row.cached else ""
-                lines.append(f"  {row.name}: {name}{extra}{cached}{stale}")
+                retried = f" [{plural(row.retries, 'retry', 'retries')}]" if row.retries else ""
+                lines.append(f"  {row.name}: {name}{extra}{cached}{retried}{stale}")
             return "\n".join(lines)
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         bundle: dict[str, Any] = {"text/plain": self.to_text(), "text/html": self.to_html()}
         # built by hand: ipywidgets' own bundle also renders a deep repr() of every trait
         bundle["application/vnd.jupyter.widget-view+json"] = {
@@ -345,7 +459,16 @@ class FlowRunWidget:
             "version_minor": 0,
             "model_id": self.view.model_id,
         }
-        return bundle
+        # Marks the output as this run's summary, so the final state can be written into
+        # it once the run ended (nbflow.notebook.summary; an output notebook's last word).
+        metadata = {
+            SUMMARY_KEY: {
+                "flow_run_id": str(self.flow_run_id),
+                "header_model_id": self.header.model_id,
+                "table_model_id": self.table.model_id,
+            }
+        }
+        return bundle, metadata
 
     # -- display (kernel main thread)
     def display(self) -> None:
@@ -367,8 +490,10 @@ class FlowRunWidget:
             child.close()
 
 
-def _row_html(row: TaskRow) -> str:
-    duration = f"{row.duration:.2f} s" if row.duration is not None else ""
+def _row_html(row: TaskRow, at: datetime) -> str:
+    seconds = row.elapsed(at)
+    duration = format_seconds(seconds) if seconds is not None else ""
+    retries = plural(row.retries, "retry", "retries") if row.retries else ""
     name = row.state.name if row.state else "Pending"
     stale = (
         ' <span style="color:#e76f51;font-style:italic" title="an input changed since it ran">'
@@ -380,7 +505,7 @@ def _row_html(row: TaskRow) -> str:
     return (
         f"<tr>{td}>{html.escape(row.name)}{stale}</td>"
         f"{td}>{_badge(name, colour(row.state))}</td>"
-        f"{td} align=right>{duration}</td>{td} align=right>{row.retries}</td>"
+        f"{td} align=right>{duration}</td>{td} align=right>{retries}</td>"
         f"{td}>{'hit' if row.cached else ''}</td>"
         f"{td}><code>{html.escape(row.error)}</code></td></tr>"
     )

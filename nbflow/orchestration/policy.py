@@ -16,8 +16,11 @@ no current state          ACCEPT anything (a new run)
 claim once                ABORT →PENDING from PENDING, RUNNING, CANCELLING, CANCELLED
                           (except Pending→Submitting: the claimer starts the infrastructure)
 already running           ABORT RUNNING→RUNNING
-terminal is final         REJECT terminal→anything but AwaitingRetry
+terminal is final         REJECT terminal→anything (a retry is a new run, ``retry_of`` set)
 cancelling ends           REJECT CANCELLING→anything but CANCELLED or CRASHED
+claimed first             ABORT →RUNNING from anything but PENDING: a run must be claimed
+                          (Pending, Submitting) before it runs, so a replacement pod or a
+                          stale executor of a rescheduled run never runs it a second time
 late from scheduled       REJECT Late unless the run is a plain ``Scheduled``
 not before its time       WAIT →RUNNING while ``expected_start_time`` is in the future
 otherwise                 ACCEPT
@@ -103,11 +106,10 @@ def _already_running(c: _Ctx) -> _Outcome | None:
 
 def _terminal_is_final(c: _Ctx) -> _Outcome | None:
     if c.current is not None and c.current.type in TERMINAL_TYPES:
-        if c.proposed.is_named(StateType.SCHEDULED, "AwaitingRetry"):
-            return None
         return (
             SetStateStatus.REJECT,
-            f"run is {c.current.type.value.lower()}; only AwaitingRetry (a retry) or force may reopen it",
+            f"run is {c.current.type.value.lower()} and a finished run never changes; "
+            "retry it (a new linked run) instead",
             None,
         )
     return None
@@ -121,6 +123,16 @@ def _cancelling_ends(c: _Ctx) -> _Outcome | None:
         return (
             SetStateStatus.REJECT,
             "run is being cancelled; it may only become Cancelled or Crashed",
+            None,
+        )
+    return None
+
+
+def _claimed_first(c: _Ctx) -> _Outcome | None:
+    if c.proposed.type is StateType.RUNNING and not _is_type(c.current, StateType.PENDING):
+        return (
+            SetStateStatus.ABORT,
+            f"run is {c.current}; the run must be claimed first (Pending) before it runs",
             None,
         )
     return None
@@ -151,6 +163,7 @@ RULES: tuple[Rule, ...] = (
     Rule("already running", _already_running),
     Rule("terminal is final", _terminal_is_final),
     Rule("cancelling ends", _cancelling_ends),
+    Rule("claimed first", _claimed_first),
     Rule("late from scheduled", _late_from_scheduled),
     Rule("not before its time", _not_before_its_time),
 )

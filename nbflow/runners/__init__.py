@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint, entry_points
 
 from nbflow.exceptions import ValidationError
-from nbflow.runners.base import JobVariables, Runner, merge_job_variables
+from nbflow.runners.base import JobVariables, Runner
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -19,7 +19,6 @@ __all__ = [
     "Runner",
     "available_runners",
     "get_runner",
-    "merge_job_variables",
 ]
 
 ENTRY_POINT_GROUP = "nbflow.runners"

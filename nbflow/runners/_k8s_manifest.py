@@ -76,7 +76,12 @@ class KubernetesJobVariables(JobVariables):
         default_factory=list, description="the container's volume mounts"
     )
     host_network: bool = Field(default=False, description="run the pod in the host network")
-    backoff_limit: int = Field(default=0, ge=0, description="pod retries by Kubernetes")
+    backoff_limit: int = Field(
+        default=0,
+        ge=0,
+        le=0,
+        description="always 0: Kubernetes never re-runs a notebook; the run's retries do",
+    )
     ttl_seconds_after_finished: int | None = Field(
         default=3600, ge=0, description="delete the finished Job after this many seconds"
     )
@@ -158,7 +163,11 @@ def render_job(
         **config.annotations,
     }
     spec = job.setdefault("spec", {})
-    spec["backoffLimit"] = config.backoff_limit
+    # Never Kubernetes' retries, whatever the template says: a run executes at most once
+    # per claim, and its own retry policy (AwaitingRetry, a new claim) decides the rest.
+    spec["backoffLimit"] = 0
+    spec.pop("completions", None)
+    spec.pop("parallelism", None)
     if config.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = config.ttl_seconds_after_finished
     if config.active_deadline_seconds is not None:

@@ -5,13 +5,15 @@ infrastructure id, :meth:`Runner.wait` waits for its exit code, :meth:`Runner.ki
 it (polite signal, grace period, then force).  Everything else is shared here:
 
 - the job configuration: the runner's base job template (the defaults of its
-  :attr:`Runner.job_variables_model`) filled with the deployment's then the run's job
-  variables; ``env`` is merged key by key (see :func:`merge_job_variables`);
+  :attr:`Runner.job_variables_model`) filled with the run's final job variables, which
+  the caller merged (runner defaults < deployment < run, ``env`` per variable) with
+  :func:`nbflow.orchestration.job_variables.merge_job_variables`; a runner only validates;
 - the run's environment (:meth:`Runner.run_environment`): ``NBFLOW__FLOW_RUN_ID``, the
   API URL and a per-run credential, or the embedded store's location;
 - what an exit means (:meth:`Runner.report_exit`): a non-zero exit while the run is not
   terminal is Crashed, with the exit code in the message;
-- cancellation (:meth:`Runner.cancel`): Cancelling, kill with grace, Cancelled.
+- cancellation (:meth:`Runner.cancel`): the lifecycle's cancel, then as the owner of the
+  process: kill with grace, Cancelled.
 
 Runners import the domain and the client interface only, never the engine.
 """
@@ -29,12 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from nbflow.client.base import Client
-from nbflow.exceptions import ValidationError
-from nbflow.schemas import FlowRun, SetStateStatus
+from nbflow.exceptions import TransitionRejected, ValidationError
+from nbflow.schemas import FlowRun
 from nbflow.settings import Settings, get_settings, runner_environment
-from nbflow.states import Cancelled, Cancelling, Crashed, StateType
+from nbflow.states import Cancelled, Crashed, StateType
 
-__all__ = ["JobVariables", "Runner", "TokenFactory", "merge_job_variables"]
+__all__ = ["JobVariables", "Runner", "TokenFactory"]
 
 logger = logging.getLogger("nbflow.runners")
 
@@ -50,20 +52,6 @@ class JobVariables(BaseModel):
     env: dict[str, str] = Field(
         default_factory=dict, description="extra environment variables of the run's process"
     )
-
-
-def merge_job_variables(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Merge job-variable layers, later ones winning; ``env`` is merged key by key."""
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        for key, value in (layer or {}).items():
-            if key == "env" and isinstance(value, Mapping):
-                env = dict(merged.get("env") or {})
-                env.update({str(k): str(v) for k, v in value.items()})
-                merged["env"] = env
-            else:
-                merged[key] = value
-    return merged
 
 
 class Runner(ABC):
@@ -93,8 +81,8 @@ class Runner(ABC):
     def submit(self, flow_run: FlowRun, job_variables: Mapping[str, Any] | None = None) -> str:
         """Start the run's process; return its infrastructure id.
 
-        ``job_variables`` are the deployment's (or the caller's); the run's own
-        ``flow_run.job_variables`` are applied on top of them.
+        ``job_variables`` is the run's final configuration, already merged (a claim's
+        ``ClaimedRun.job_variables``); None means the run's own ``job_variables``.
         """
 
     @abstractmethod
@@ -112,8 +100,8 @@ class Runner(ABC):
     def job_configuration(
         self, flow_run: FlowRun, job_variables: Mapping[str, Any] | None = None
     ) -> JobVariables:
-        """Fill the base job template with ``job_variables`` then the run's job variables."""
-        merged = merge_job_variables(job_variables, flow_run.job_variables)
+        """Validate the final job variables (None: the run's own) against the runner's model."""
+        merged = dict(flow_run.job_variables if job_variables is None else job_variables)
         try:
             return self.job_variables_model.model_validate(merged)
         except PydanticValidationError as exc:
@@ -159,14 +147,19 @@ class Runner(ABC):
         logger.info("flow run %s: process %s; Crashed: %s", flow_run_id, how, result.status)
 
     def cancel(self, flow_run: FlowRun, grace_seconds: float = 30.0) -> None:
-        """Cancel a run: propose Cancelling, kill its process with grace, then Cancelled."""
+        """Cancel a run this runner launched: cancel it, then stop its process as its owner.
+
+        The cancel itself is the lifecycle's (``client.cancel_flow_run``): a run that has
+        not started is Cancelled at once and there is nothing to stop.  A started one is
+        Cancelling: its process is killed with grace, and the run is then Cancelled.
+        """
         if self.client is None:
             raise ValidationError("client", None, "a runner needs a client to cancel runs")
-        result = self.client.set_flow_run_state(flow_run.id, Cancelling())
-        if result.status is not SetStateStatus.ACCEPT:
-            logger.info(
-                "flow run %s: Cancelling %s (%s)", flow_run.id, result.status, result.reason
-            )
+        try:
+            self.client.cancel_flow_run(flow_run.id, message="cancelled by its runner")
+        except TransitionRejected as exc:
+            logger.info("flow run %s: not cancelled (%s)", flow_run.id, exc.reason)
+            return
         if flow_run.infrastructure_id:
             self.kill(flow_run.infrastructure_id, grace_seconds)
         current = self.client.read_flow_run(flow_run.id)

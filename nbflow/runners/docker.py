@@ -460,7 +460,11 @@ class DockerRunner(Runner):
             raise
 
     def kill(self, infrastructure_id: str, grace_seconds: float = 30.0) -> None:
-        """``docker stop``: SIGTERM, ``grace_seconds`` to exit, then SIGKILL."""
+        """``docker stop`` (SIGTERM, ``grace_seconds`` to exit, then SIGKILL), then remove it.
+
+        The watcher (when this runner started the container) reads the exit code and the
+        last log lines first; nothing of a cancelled run is left on the daemon.
+        """
         entry, container = self._locate(infrastructure_id)
         if container is None:
             return
@@ -471,6 +475,13 @@ class DockerRunner(Runner):
             return
         if entry is not None:
             entry.done.wait(grace_seconds + 30)
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: auto-remove is already removing it
+                raise
 
     def close(self) -> None:
         """Close the SDK clients."""

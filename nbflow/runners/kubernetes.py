@@ -68,10 +68,14 @@ class _Job:
     name: str
     flow_run: FlowRun
     config: KubernetesJobVariables
+    #: The Job's uid: its pods carry it as the ``controller-uid`` label.
+    uid: str
     done: threading.Event = field(default_factory=threading.Event)
     exit_code: int | None = None
     reason: str | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
+    #: The Job was removed under its pod (the pod was deleted): no replacement may run.
+    detached: bool = False
 
 
 @dataclass
@@ -147,7 +151,7 @@ class KubernetesRunner(Runner):
         k8s = _k8s()
         try:
             batch, core = self._apis(config)
-            name = self._create(batch, core, flow_run, config)
+            name, uid = self._create(batch, core, flow_run, config)
         except InfrastructureError as exc:
             self._crash(flow_run, str(exc))
             raise
@@ -160,7 +164,7 @@ class KubernetesRunner(Runner):
             self._crash(flow_run, reason)
             raise InfrastructureError(reason) from exc
         infrastructure_id = f"{config.namespace}:{name}"
-        job = _Job(config.namespace, name, flow_run, config)
+        job = _Job(config.namespace, name, flow_run, config, uid)
         with self._lock:
             self._jobs[infrastructure_id] = job
         threading.Thread(
@@ -171,10 +175,16 @@ class KubernetesRunner(Runner):
 
     def _create(
         self, batch: Any, core: Any, flow_run: FlowRun, config: KubernetesJobVariables
-    ) -> str:
+    ) -> tuple[str, str]:
+        """Create the Secret and the Job; return the Job's name and uid.
+
+        A run executed before (rescheduled, claimed again) starts at ``-<n>``: a Job name
+        is never reused for a run, so nothing of an earlier Job can touch the new one.
+        """
         k8s = _k8s()
         base = job_name(flow_run, config.job_name)
-        for attempt in range(1, 20):
+        first = flow_run.run_count + 1
+        for attempt in range(first, first + 20):
             name = base if attempt == 1 else f"{base}-{attempt}"
             job, secret = self.manifests(flow_run, config, name)
             try:
@@ -199,7 +209,7 @@ class KubernetesRunner(Runner):
                     config.namespace,
                     {"metadata": {"ownerReferences": [owner]}},
                 )
-            return name
+            return name, str(created.metadata.uid)
         raise InfrastructureError(f"Job names {base}-* are all taken in {config.namespace}")
 
     def _crash(self, flow_run: FlowRun, reason: str) -> None:
@@ -231,22 +241,27 @@ class KubernetesRunner(Runner):
         """Follow the Job and its pod until the pod's container ends; return how it ended."""
         k8s = _k8s()
         batch, core = self._apis(job.config)
-        selector = f"job-name={job.name}"
+        selector = f"controller-uid={job.uid}"
         started = time.monotonic()
         log_thread: threading.Thread | None = None
         shipper: LogShipper | None = None
         watcher = k8s.watch.Watch()
         try:
+            first_pod: str | None = None
             while True:
                 try:
-                    status = batch.read_namespaced_job_status(job.name, job.namespace).status
+                    status = (
+                        None
+                        if job.detached
+                        else batch.read_namespaced_job_status(job.name, job.namespace).status
+                    )
                 except k8s.client.ApiException as exc:
                     if exc.status == 404:
                         return _Outcome(
                             -1, None if job.cancelled.is_set() else "the Job was deleted"
                         )
                     raise
-                deadline = _condition(status, "Failed", "DeadlineExceeded")
+                deadline = _condition(status, "Failed", "DeadlineExceeded") if status else None
                 if deadline is not None:
                     return _Outcome(-1, f"DeadlineExceeded: {deadline}")
                 for event in watcher.stream(
@@ -256,6 +271,21 @@ class KubernetesRunner(Runner):
                     timeout_seconds=2,
                 ):
                     pod = event["object"]
+                    first_pod = first_pod or pod.metadata.name
+                    if (
+                        not job.cancelled.is_set()
+                        and (
+                            pod.metadata.name != first_pod
+                            or (pod.metadata.deletion_timestamp is not None and not job.detached)
+                        )
+                        and not self._job_failed(batch, job)
+                    ):
+                        # The pod was deleted (by hand, drained, evicted): Kubernetes would
+                        # start a replacement that runs the notebook again.  Remove the Job
+                        # and any replacement; the deleted pod ends as its run decides.
+                        self._detach(core, batch, job, keep=first_pod)
+                        if pod.metadata.name != first_pod:
+                            continue
                     if pod.status.phase in ("Running", "Succeeded", "Failed") and (
                         log_thread is None and job.config.stream_output
                     ):
@@ -272,6 +302,10 @@ class KubernetesRunner(Runner):
                     outcome = _pod_outcome(pod)
                     if outcome is not None:
                         watcher.stop()
+                        if job.detached:
+                            # A replacement created while the Job was being deleted.
+                            self._detach(core, batch, job, keep=pod.metadata.name)
+                            return outcome
                         outcome = self._job_cause(batch, job) or outcome
                         if outcome.reason and outcome.reason.split(":")[0] in IMAGE_ERRORS:
                             self._delete(job.config, job.name, grace_seconds=0)
@@ -291,6 +325,40 @@ class KubernetesRunner(Runner):
                 log_thread.join(10)
             if shipper is not None:
                 shipper.close()
+
+    def _job_failed(self, batch: Any, job: _Job) -> bool:
+        """Whether Kubernetes failed the Job itself (its deadline): it then replaces no pod."""
+        if job.detached:
+            return False
+        k8s = _k8s()
+        try:
+            status = batch.read_namespaced_job_status(job.name, job.namespace).status
+        except k8s.client.ApiException:
+            return False
+        return _condition(status, "Failed", None) is not None
+
+    def _detach(self, core: Any, batch: Any, job: _Job, *, keep: str) -> None:
+        """Delete the Job but not its pod ``keep``, and every other pod of the Job at once."""
+        k8s = _k8s()
+        if not job.detached:
+            job.detached = True
+            logger.info(
+                "flow run %s: pod %s of Job %s was deleted; deleting the Job so that "
+                "Kubernetes does not run the notebook again",
+                job.flow_run.id,
+                keep,
+                job.name,
+            )
+            orphan = k8s.client.V1DeleteOptions(
+                propagation_policy="Orphan", preconditions=k8s.client.V1Preconditions(uid=job.uid)
+            )
+            _delete_quietly(batch.delete_namespaced_job, job.name, job.config, body=orphan)
+            _delete_quietly(core.delete_namespaced_secret, f"{job.name}-token", job.config)
+        pods = core.list_namespaced_pod(job.namespace, label_selector=f"controller-uid={job.uid}")
+        now_ = k8s.client.V1DeleteOptions(grace_period_seconds=0)
+        for other in pods.items:
+            if other.metadata.name != keep:
+                _delete_quietly(core.delete_namespaced_pod, other.metadata.name, job.config, now_)
 
     def _job_cause(self, batch: Any, job: _Job) -> _Outcome | None:
         """Return the Job's own failure cause (DeadlineExceeded) once its pod ended."""
@@ -381,8 +449,32 @@ class KubernetesRunner(Runner):
         if job is not None:
             job.cancelled.set()
         self._delete(config, name, grace_seconds)
+        self._reap(config, name, grace_seconds)
         if job is not None:
             job.done.wait(grace_seconds + 60)
+
+    def _reap(self, config: KubernetesJobVariables, name: str, grace_seconds: float) -> None:
+        """Remove the Job's pod objects once their container ended, or after the grace.
+
+        A pod whose container exited can stay listed (Terminating) for half a minute while
+        the kubelet cleans up, and the Job with it (Foreground deletion waits for its
+        pods): force-deleting pods that run nothing any more ends both at once.
+        """
+        k8s = _k8s()
+        _, core = self._apis(config)
+        force = k8s.client.V1DeleteOptions(grace_period_seconds=0)
+        deadline = time.monotonic() + grace_seconds
+        while True:
+            pods = core.list_namespaced_pod(
+                config.namespace, label_selector=f"job-name={name}"
+            ).items
+            late = time.monotonic() >= deadline
+            for pod in pods:
+                if late or pod.status.phase in ("Succeeded", "Failed", "Pending"):
+                    _delete_quietly(core.delete_namespaced_pod, pod.metadata.name, config, force)
+            if not pods or late:
+                return
+            time.sleep(POLL_SECONDS)
 
     def _delete(self, config: KubernetesJobVariables, name: str, grace_seconds: float) -> None:
         k8s = _k8s()
@@ -393,6 +485,13 @@ class KubernetesRunner(Runner):
         )
         _delete_quietly(batch.delete_namespaced_job, name, config, body=body)
         _delete_quietly(core.delete_namespaced_secret, f"{name}-token", config)
+        # The garbage collector gives the pods their own termination grace (30 s by
+        # default); deleting them here bounds it by ``grace_seconds``.
+        core.delete_collection_namespaced_pod(
+            config.namespace,
+            label_selector=f"job-name={name}",
+            grace_period_seconds=max(round(grace_seconds), 0),
+        )
 
     def close(self) -> None:
         """Close the API clients."""
@@ -412,7 +511,8 @@ def _delete_quietly(
         else:
             delete(name, config.namespace, body=body)
     except k8s.client.ApiException as exc:
-        if exc.status != 404:
+        # 404: already gone; 409: a precondition (uid) failed, it is another object now.
+        if exc.status not in (404, 409):
             raise
 
 

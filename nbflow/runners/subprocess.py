@@ -1,12 +1,18 @@
 """The subprocess runner: ``python -m nbflow execute <id>`` in its own process group.
 
 The interpreter is this one, or the job variables' ``python``, ``virtualenv`` or
-``conda_env``.  The process gets its own session (``start_new_session=True``) so that
-:meth:`SubprocessRunner.kill` reaches it and everything it started: SIGTERM to the group,
-``grace_seconds`` to exit, then SIGKILL to the group.  Its output goes to the parent's
-stdout/stderr (or, line by line, to an ``output`` callback).  A watcher thread per process
-records the exit code and, with a client, reports a non-zero exit of an unfinished run
-as Crashed.
+``conda_env``.  The process gets its own session (``start_new_session=True``).
+:meth:`SubprocessRunner.kill` sends SIGTERM to that group (``nbflow execute`` then stops
+its kernel and what the notebook started), gives it ``grace_seconds`` to exit, then
+SIGKILLs the group and every other process of the run: the kernel's process group, the
+processes below the executor, and those whose environment carries the executor's
+``NBFLOW__EXECUTOR_ID``, unique per process (:mod:`nbflow.runners.processes`).  When the
+process exits for any reason (``kill -9`` included), the watcher stops what is left of
+the run the same way and removes the kernel files a killed executor could not.
+
+Its output goes to the parent's stdout/stderr (or, line by line, to an ``output``
+callback).  A watcher thread per process records the exit code and, with a client,
+reports a non-zero exit of an unfinished run as Crashed.
 
 The infrastructure id is ``<hostname>:<pid>``; a runner in another process on the same
 host can kill it (it then polls for the group's exit instead of waiting on a child).
@@ -34,6 +40,12 @@ from pydantic import Field
 
 from nbflow.exceptions import ValidationError
 from nbflow.runners.base import JobVariables, Runner
+from nbflow.runners.processes import (
+    executor_marker,
+    remove_kernel_files,
+    run_processes,
+    terminate_run_processes,
+)
 from nbflow.schemas import FlowRun
 
 __all__ = ["SubprocessJobVariables", "SubprocessRunner"]
@@ -63,6 +75,8 @@ class SubprocessJobVariables(JobVariables):
 class _Process:
     popen: subprocess.Popen[bytes]
     flow_run: FlowRun
+    #: ``NAME=value`` in the environment of the executor and everything it started.
+    marker: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
     exit_code: int | None = None
     readers: list[threading.Thread] = field(default_factory=list)
@@ -100,6 +114,7 @@ class SubprocessRunner(Runner):
         self._replenish = replenish
         self._budget = prestart_total
         self._standby: deque[subprocess.Popen[bytes]] = deque()
+        self._markers: dict[int, str] = {}
         self._closed = False
         for _ in range(prestart):
             self._spawn_standby()
@@ -113,8 +128,10 @@ class SubprocessRunner(Runner):
                     return
                 self._budget -= 1
         pipe = subprocess.PIPE if self._output is not None else None
+        name, value = executor_marker()
         popen = subprocess.Popen(
             [sys.executable, "-m", "nbflow", "execute", "--standby"],
+            env={**os.environ, name: value},
             stdin=subprocess.PIPE,
             stdout=pipe,
             stderr=pipe,
@@ -124,6 +141,7 @@ class SubprocessRunner(Runner):
             if self._closed:
                 popen.stdin.close()  # type: ignore[union-attr]
                 return
+            self._markers[popen.pid] = f"{name}={value}"
             self._standby.append(popen)
 
     def _take_standby(self) -> subprocess.Popen[bytes] | None:
@@ -132,6 +150,7 @@ class SubprocessRunner(Runner):
                 popen = self._standby.popleft()
                 if popen.poll() is None:
                     return popen
+                self._markers.pop(popen.pid, None)
         return None
 
     def close(self) -> None:
@@ -217,13 +236,17 @@ class SubprocessRunner(Runner):
             if self._replenish:
                 threading.Thread(target=self._spawn_standby, daemon=True).start()
             argv = ["nbflow execute --standby", str(flow_run.id)]
+            with self._lock:
+                marker = self._markers.pop(popen.pid, None)
         else:
             argv = [*self.interpreter(config), *self.command(flow_run)[1:]]
             pipe = subprocess.PIPE if self._output is not None else None
             quiet = subprocess.DEVNULL if not config.stream_output else pipe
+            name, value = executor_marker()
+            marker = f"{name}={value}"
             popen = subprocess.Popen(
                 argv,
-                env=self.process_environment(flow_run, config),
+                env={**self.process_environment(flow_run, config), name: value},
                 cwd=config.working_dir or None,
                 stdin=subprocess.DEVNULL,
                 stdout=quiet,
@@ -231,7 +254,7 @@ class SubprocessRunner(Runner):
                 start_new_session=True,
             )
         infrastructure_id = f"{socket.gethostname()}:{popen.pid}"
-        proc = _Process(popen=popen, flow_run=flow_run)
+        proc = _Process(popen=popen, flow_run=flow_run, marker=marker)
         for stream in (popen.stdout, popen.stderr):
             if stream is not None:
                 reader = threading.Thread(
@@ -257,6 +280,7 @@ class SubprocessRunner(Runner):
         code = proc.popen.wait()
         for reader in proc.readers:
             reader.join()
+        _sweep(proc.popen.pid, proc)
         try:
             self.report_exit(proc.flow_run.id, code)
         except Exception:
@@ -286,7 +310,12 @@ class SubprocessRunner(Runner):
         pid = _parse_id(infrastructure_id)
         with self._lock:
             proc = self._processes.get(infrastructure_id)
+        marker = proc.marker if proc is not None else None
+        # Seen while the executor lives: a child that left every process group is found
+        # only below it.
+        tree = run_processes([pid], marker)
         if not _signal_group(pid, signal.SIGTERM):
+            terminate_run_processes([pid], marker, 0.0, known=tree)
             return
         if proc is not None:
             exited = _wait_child(proc, grace_seconds)
@@ -297,8 +326,31 @@ class SubprocessRunner(Runner):
                 "%s still running %g s after SIGTERM: SIGKILL", infrastructure_id, grace_seconds
             )
             _signal_group(pid, signal.SIGKILL)
+        # Normally nothing is left: the executor stopped its kernel and the notebook's
+        # processes.  After a forced kill, or for a child that ignores SIGTERM, no more
+        # grace: the run had its grace period.
+        terminate_run_processes([pid], marker, 0.0, known=tree)
         if proc is not None:
             proc.done.wait()
+
+
+def _sweep(pid: int, proc: _Process) -> None:
+    """Stop what is left of a run whose executor exited; remove its kernel files."""
+    try:
+        left = terminate_run_processes([pid], proc.marker, 2.0)
+        if left:
+            logger.info(
+                "flow run %s: stopped %d process(es) left by its executor",
+                proc.flow_run.id,
+                len(left),
+            )
+        try:
+            from jupyter_core.paths import jupyter_runtime_dir
+        except ImportError:
+            return
+        remove_kernel_files(pid, Path(jupyter_runtime_dir()))
+    except Exception:
+        logger.exception("flow run %s: could not clean up after its process", proc.flow_run.id)
 
 
 def _parse_id(infrastructure_id: str) -> int:

@@ -11,7 +11,17 @@ from nbflow.client import Client
 from nbflow.client.embedded import EmbeddedClient
 from nbflow.client.http import HTTPClient
 from nbflow.schemas import Flow, FlowRun, FlowRunCreate
-from nbflow.states import Completed, Pending, Running, Scheduled, State, StateType
+from nbflow.states import (
+    AwaitingRetry,
+    Cancelled,
+    Completed,
+    Late,
+    Pending,
+    Running,
+    Scheduled,
+    State,
+    StateType,
+)
 from tests.cli.conftest import Runner
 from tests.cli.test_deploy import run_cli
 from tests.live_server import LiveServer
@@ -62,10 +72,23 @@ def test_cancel_in_the_embedded_store(nbflow: Runner, nbflow_home: Path) -> None
     store = EmbeddedClient.from_url(f"sqlite:///{nbflow_home / 'nbflow.db'}")
     try:
         scheduled = _run(store)
+        late = _run(store, Late())
+        rescheduled = _run(store, Pending(), Running(), AwaitingRetry())
+        claimed = _run(store, Pending())  # claimed, nothing launched yet
         running = _run(store, Pending(), Running())
         assert nbflow("cancel", str(scheduled.id)[:8]).code == 0
+        for run in (late, rescheduled, claimed):
+            r = nbflow("cancel", str(run.id), "-m", "not needed")
+            assert r.code == 0 and "Cancelled" in r.out, r.err
+            stored = store.read_flow_run(run.id)
+            assert stored.state is not None and stored.state.type is StateType.CANCELLED
+            assert stored.state.message == "not needed"
         assert nbflow("cancel", str(running.id)).code == 0
         assert store.read_flow_run(scheduled.id).state_type is StateType.CANCELLED
         assert store.read_flow_run(running.id).state_type is StateType.CANCELLING
+        # the run's owner ends it; then a second cancel is refused
+        store.set_flow_run_state(running.id, Cancelled())
+        again = nbflow("cancel", str(running.id))
+        assert again.code == 1 and "already finished (Cancelled)" in again.err
     finally:
         store.close()

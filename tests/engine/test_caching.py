@@ -5,15 +5,25 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 import time
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import pandas as pd
+import pytest
 
 from nbflow import flow, task
 from nbflow.client.embedded import EmbeddedClient
 from nbflow.engine import FlowRunEngine, TaskOptions
+from nbflow.engine.fingerprint import Unfingerprintable, fingerprint
 from nbflow.engine.results import ResultStore
-from nbflow.schemas import TaskRunFilter
+from nbflow.schemas import FlowRunFilter, TaskRunFilter
 
 calls: list[int] = []
 
@@ -187,3 +197,199 @@ def test_flow_persist_result_default_applies_to_its_tasks(
     assert tr.state is not None and tr.state.data["result_key"] == str(tr.id)
     record = ResultStore(str(target)).read(str(tr.id))
     assert record is not None and record.value == "kept"
+
+
+# -- stable keys: fingerprints, not pickle bytes ------------------------------------------
+SEEDED_FLOW = textwrap.dedent(
+    """
+    from nbflow import flow, task
+
+    @task(cache_policy="inputs")
+    def count(names: set[str]) -> int:
+        print("computed", flush=True)
+        return len(names)
+
+    @flow
+    def tally() -> int:
+        return count({f"name-{i}" for i in range(40)})
+
+    print("result", tally())
+    """
+)
+
+
+def test_set_of_strings_hits_the_cache_across_hash_seeds(
+    store: EmbeddedClient, tmp_path: Path
+) -> None:
+    """Two processes with different PYTHONHASHSEED share one store and result directory."""
+    path = tmp_path / "tally.py"
+    path.write_text(SEEDED_FLOW)
+    outputs = []
+    for seed in ("1", "2"):
+        env = {"NBFLOW_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, str(path)], env=env, capture_output=True, text=True, check=True
+        )
+        outputs.append(done.stdout)
+    assert outputs[0].splitlines() == ["computed", "result 40"]
+    assert outputs[1].splitlines() == ["result 40"]
+    assert state_names(store) == ["Completed", "Cached"]
+    keys = {t.cache_key for t in store.read_task_runs(TaskRunFilter())}
+    assert len(keys) == 1 and None not in keys
+
+
+def test_unfingerprintable_input_runs_uncached_with_a_warning_naming_it(
+    store: EmbeddedClient,
+) -> None:
+    runs: list[int] = []
+
+    @task(cache_policy="inputs")
+    def locked(n: int, guard: Any) -> int:
+        runs.append(n)
+        return n
+
+    @flow
+    def guarded() -> None:
+        lock = threading.Lock()
+        locked(1, lock)
+        locked(1, lock)
+
+    guarded()
+    assert runs == [1, 1]  # no cache hit, no guessed key
+    assert state_names(store) == ["Completed", "Completed"]
+    trs = store.read_task_runs(TaskRunFilter())
+    assert all(t.cache_key is None for t in trs)
+    assert all(t.state is not None and "result_key" not in t.state.data for t in trs)
+    (run,) = store.read_flow_runs(FlowRunFilter())
+    warnings = [log for log in store.read_logs(run.id).logs if log.level == 30]
+    assert len(warnings) == 2
+    assert {log.task_run_id for log in warnings} == {t.id for t in trs}
+    message = warnings[0].message
+    assert "guard" in message and "lock" in message and "not cached" in message
+
+
+@dataclass
+class Settings:
+    """A plain user object: walked field by field, so a set inside it stays stable."""
+
+    labels: set[str] = field(default_factory=lambda: {"x", "y", "z"})
+    limit: int = 3
+
+
+class Opaque:
+    """An object with its own reduce: hashed through its pickle."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Opaque, (self.value,))
+
+
+def _generator() -> Any:
+    yield 1
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = [1]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+FINGERPRINTABLE: list[tuple[str, Any]] = [
+    ("None", None),
+    ("bool", True),
+    ("int", 10**30),
+    ("float", 1.5),
+    ("complex", 1 + 2j),
+    ("str", "héllo"),
+    ("bytes", b"\x00\x01"),
+    ("bytearray", bytearray(b"ab")),
+    ("list", [1, "a", None]),
+    ("tuple", (1, 2)),
+    ("dict", {"a": [1, 2], "b": {"c": 3}}),
+    ("set of str", {"alpha", "beta", "gamma"}),
+    ("frozenset", frozenset({"a", 1})),
+    ("nested set", {"k": [{"u", "v"}]}),
+    ("function", _generator),
+    ("lambda", lambda x: x + 1),
+    ("type", Path),
+    ("module", np),
+    ("dataclass with a set", Settings()),
+    ("custom reduce", Opaque(4)),
+    ("datetime", datetime(2026, 1, 2, tzinfo=UTC)),
+    ("date", date(2026, 1, 2)),
+    ("Decimal", Decimal("1.10")),
+    ("Path", Path("/tmp/x")),
+    ("UUID", UUID(int=7)),
+    ("numpy array", np.arange(6).reshape(2, 3)),
+    ("pandas DataFrame", pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})),
+]
+
+UNFINGERPRINTABLE: list[tuple[str, Any]] = [
+    ("lock", threading.Lock()),
+    ("generator", _generator()),
+    ("list holding a lock", [1, threading.Lock()]),
+    ("dataclass holding a lock", Settings(labels={"a"}, limit=threading.Lock())),  # type: ignore[arg-type]
+    ("too deep", _nested(40)),
+]
+
+
+@pytest.mark.parametrize(("label", "value"), FINGERPRINTABLE, ids=[r[0] for r in FINGERPRINTABLE])
+def test_fingerprintable(label: str, value: Any) -> None:
+    first = fingerprint(value, "arg")
+    assert len(first) == 32 and first == fingerprint(value, "arg")
+
+
+@pytest.mark.parametrize(
+    ("label", "value"), UNFINGERPRINTABLE, ids=[r[0] for r in UNFINGERPRINTABLE]
+)
+def test_unfingerprintable(label: str, value: Any) -> None:
+    with pytest.raises(Unfingerprintable) as info:
+        fingerprint(value, "arg")
+    assert info.value.name.startswith("arg")
+
+
+def test_fingerprints_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
+    """Sets, dicts holding sets and plain objects holding sets: same digest under any seed."""
+    script = textwrap.dedent(
+        """
+        from dataclasses import dataclass, field
+        from nbflow.engine.fingerprint import fingerprint
+
+        @dataclass
+        class Holder:
+            tags: set = field(default_factory=lambda: {f"t{i}" for i in range(30)})
+
+        values = [
+            {f"s{i}" for i in range(30)},
+            frozenset(f"f{i}" for i in range(30)),
+            {"k": {f"v{i}" for i in range(30)}},
+            Holder(),
+            {b"a", b"b", b"c", b"d", b"e", b"f"},
+        ]
+        print(" ".join(fingerprint(v) for v in values))
+        """
+    )
+    path = tmp_path / "prints.py"
+    path.write_text(script)
+    digests = {
+        subprocess.run(
+            [sys.executable, str(path)],
+            env={"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("0", "1", "2", "3")
+    }
+    assert len(digests) == 1
+
+
+def test_equal_values_share_a_key_and_different_values_do_not() -> None:
+    assert fingerprint({"b", "a"}) == fingerprint({"a", "b"})
+    assert fingerprint({"a", "b"}) != fingerprint({"a", "c"})
+    assert fingerprint(Settings()) != fingerprint(Settings(limit=4))
+    assert fingerprint(Settings()) != fingerprint({"labels": {"x", "y", "z"}, "limit": 3})
+    assert fingerprint(1) != fingerprint(True) != fingerprint(1.0)

@@ -175,6 +175,7 @@ def test_wait_answer_is_honoured(store: EmbeddedClient) -> None:
     run = store.create_flow_run(
         FlowRunCreate(flow_id=flow_.id, state=Scheduled(start_at), mode="batch")
     )
+    store.set_flow_run_state(run.id, Pending())  # claimed early: Running waits for its time
     engine = FlowRunEngine.start(flow_run_id=run.id, mode="batch")
     assert engine.orchestration is not None
     assert engine.flow_run.state is not None and engine.flow_run.state.type is StateType.RUNNING

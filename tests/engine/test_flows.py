@@ -298,7 +298,7 @@ def test_parameters_are_coerced_and_validated(store: EmbeddedClient) -> None:
     assert typed.validate_parameters({"n": "3"}) == {"n": 3, "name": "x", "ratio": 0.5}
     with pytest.raises(ParameterError) as info:
         typed.validate_parameters({"n": "three"})
-    assert info.value.field == "n" and info.value.value == "three"
+    assert info.value.field == "parameters.n" and info.value.value == "three"
     assert "int" in str(info.value)
     with pytest.raises(ParameterError, match="unknown parameter"):
         typed.validate_parameters({"n": 1, "m": 2})
@@ -326,7 +326,7 @@ def test_flow_timeout(store: EmbeddedClient) -> None:
     def slow() -> None:
         time.sleep(30)
 
-    from nbflow.flows import FlowRunTimeout
+    from nbflow.engine.flows import FlowRunTimeout
 
     with pytest.raises(FlowRunTimeout):
         slow()

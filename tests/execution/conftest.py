@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nbflow.notebook import document as nbs
 from nbflow.client import set_client
 from nbflow.client.embedded import EmbeddedClient
+from nbflow.notebook import document as nbs
 from nbflow.settings import Settings, reload_settings
 
 

@@ -71,5 +71,5 @@ def test_batch_rejects_a_bad_value_before_running_anything(
 ) -> None:
     path = write_notebook("grid.ipynb", ["n = 1", "print(n)"], parameters=0)
     assert main(["batch", str(path), "--grid", "n=1,x"]) == 2
-    assert "n='x': expected integer" in capsys.readouterr().err
+    assert "n='x': is not of type integer" in capsys.readouterr().err
     assert client.read_flow_runs(FlowRunFilter()) == []

@@ -92,11 +92,14 @@ def test_bad_parameters_are_refused_before_anything_runs(
 ) -> None:
     path = write_notebook("p.ipynb", ["n = 1", "print(n)"], parameters=0)
     spec = prepare_notebook(path)
-    with pytest.raises(ParameterError, match="n='x': expected integer"):
+    with pytest.raises(ParameterError, match="n='x': is not of type integer"):
         create_notebook_run(client, spec, {"n": "x"})
-    # A run whose stored parameters are wrong (created by another client) fails cleanly.
+    # The lifecycle refuses such a run at creation; one whose stored parameters are wrong
+    # anyway (written to the store directly, or a schema changed since) fails cleanly.
     good = create_notebook_run(client, spec, {"n": 2})
-    run = client.create_flow_run(
+    with pytest.raises(ParameterError, match=r"parameters\.m"):
+        client.create_flow_run(FlowRunCreate(flow_id=good.flow_id, parameters={"m": 3}))
+    run = client.store.create_flow_run(
         FlowRunCreate(
             flow_id=good.flow_id,
             parameters={"m": 3},
@@ -110,7 +113,7 @@ def test_bad_parameters_are_refused_before_anything_runs(
     assert runner.wait(infra, timeout=240) == 1
     state = client.read_flow_run(run.id).state
     assert state is not None and state.type is StateType.FAILED
-    assert state.message is not None and "m=3: is not a parameter of this flow" in state.message
+    assert state.message is not None and "m=3: unknown parameter of this flow" in state.message
 
 
 def _wait_running(client: EmbeddedClient, run: FlowRun, marker: Path) -> None:
@@ -263,7 +266,8 @@ def test_deployment_snapshot_is_executed_without_the_file(
     path = write_notebook("snap.ipynb", ["n = 1", "print('snapshot', n)"], parameters=0)
     snapshot = json.loads(path.read_text())
     path.unlink()  # the runner needs no shared filesystem
-    flow = client.create_flow(Flow(name="snap"))
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "default": 1}}}
+    flow = client.create_flow(Flow(name="snap", parameters_schema=schema))
     deployment = client.create_deployment(
         DeploymentCreate(flow_id=flow.id, name="d", notebook=snapshot, parameters={"n": 4})
     )
@@ -327,8 +331,9 @@ def test_wait_is_honoured_until_the_scheduled_time(
     run = client.create_flow_run(
         FlowRunCreate(flow_id=flow.id, state=Scheduled(at), notebook_path=str(path), mode="batch")
     )
+    client.set_flow_run_state(run.id, Pending())  # claimed early: Running only from Pending
     runner = SubprocessRunner(client=client)
     assert runner.wait(launch(client, run, runner), timeout=240) == 0
     states = client.read_flow_run_states(run.id)
-    assert [s.name for s in states] == ["Scheduled", "Running", "Completed"]
-    assert states[1].timestamp >= at  # the gate answered WAIT until then
+    assert [s.name for s in states] == ["Scheduled", "Pending", "Running", "Completed"]
+    assert states[2].timestamp >= at  # the gate answered WAIT until then

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nbflow.notebook import document as nbs
 from nbflow.exceptions import ParameterError
+from nbflow.notebook import document as nbs
 
 FLOW_CELL = '%%flow daily_sales --schedule "0 6 * * *"\nregion = "EU"\nday: str = "2026-01-01"\nn = 3\nrate = 0.5\nverbose = False\nshops = ["a", "b"]\nlimit: int | None = None\nimport os\ncomputed = os.getcwd()\n'
 
@@ -63,10 +63,11 @@ def test_validate_parameters_names_field_value_and_fix() -> None:
         "rate": 1,
         "limit": None,
     }
-    with pytest.raises(ParameterError, match=r"n='five': expected integer, got str") as err:
+    with pytest.raises(ParameterError, match=r"n='five': is not of type integer") as err:
         nbs.validate_parameters(schema, {"n": "five"})
-    assert err.value.field == "n"
-    with pytest.raises(ParameterError, match=r"not a parameter of this flow.*Known parameters"):
+    assert err.value.field == "parameters.n"
+    assert "expected integer, as in the flow's default n = 3" in str(err.value)
+    with pytest.raises(ParameterError, match=r"unknown parameter of this flow.*are: region"):
         nbs.validate_parameters(schema, {"regoin": "US"})
     with pytest.raises(ParameterError, match="expected integer"):
         nbs.validate_parameters(schema, {"n": True})

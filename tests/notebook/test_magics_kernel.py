@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from pathlib import Path
@@ -129,14 +130,21 @@ def test_retries_failures_and_timeouts(kernel: KernelRunner) -> None:
     assert broken_errors and broken_errors[0]["ename"] == "KeyError"
     traceback = "\n".join(broken_errors[0]["traceback"])
     assert "inner" in traceback and "task_engine" not in traceback  # the user's frames only
-    (run,) = kernel.store.read_flow_runs(FlowRunFilter(flow_names=["flaky"]))
+    # `broken` ends its run Failed; `slow` resumes it in a linked run, which it fails too.
+    runs = kernel.store.read_flow_runs(FlowRunFilter(flow_names=["flaky"]))
+    (run,) = [r for r in runs if r.retry_of is None]
+    (resumed,) = [r for r in runs if r.retry_of == run.id]
     tasks = _tasks(kernel, run.id)
     assert tasks["flaky"].state.name == "Completed" and tasks["flaky"].run_count == 2  # type: ignore[attr-defined]
     assert tasks["broken"].state.name == "Failed"  # type: ignore[attr-defined]
     assert "KeyError" in (tasks["broken"].state.message or "")  # type: ignore[attr-defined]
-    assert tasks["slow"].state.name == "TimedOut"  # type: ignore[attr-defined]
     assert run.state is not None and run.state.type is StateType.FAILED
     assert "broken" in (run.state.message or "")
+    resumed_tasks = _tasks(kernel, resumed.id)
+    assert resumed_tasks["slow"].state.name == "TimedOut"  # type: ignore[attr-defined]
+    assert resumed_tasks["flaky"].state.name == "Cached"  # type: ignore[attr-defined]
+    assert resumed.state is not None and resumed.state.type is StateType.FAILED
+    assert "slow" in (resumed.state.message or "")
 
 
 def test_kernel_interrupt_cancels_the_task_and_the_run(kernel: KernelRunner) -> None:
@@ -165,6 +173,12 @@ def test_kernel_interrupt_cancels_the_task_and_the_run(kernel: KernelRunner) -> 
             client.execute_cell(nb.cells[2], 2)
         assert "KeyboardInterrupt" in str(info.value)
         thread.join()
+    # The user's frame where it stopped, not 40 lines of nbflow's machinery.
+    (error,) = [o for o in nb.cells[2].outputs if o["output_type"] == "error"]
+    traceback = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))
+    assert "time.sleep(120)" in traceback
+    assert "nbflow/" not in traceback and "task_engine" not in traceback
+    assert "cancelled" in traceback
     (run,) = kernel.store.read_flow_runs(FlowRunFilter(flow_names=["interrupted"]))
     assert run.state is not None and run.state.type is StateType.CANCELLED
     assert _tasks(kernel, run.id)["nap"].state.type is StateType.CANCELLED  # type: ignore[attr-defined]

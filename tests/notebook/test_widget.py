@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from nbflow.engine.events import FlowRunEvent, TaskRunEvent
+from nbflow.notebook.widget import TICK_SECONDS, FlowRunWidget, format_seconds, plural
 from nbflow.schemas import TaskRun
 from nbflow.states import Cached, Cancelled, Completed, Failed, Running, State, now
-from nbflow.notebook.widget import FlowRunWidget
 
 
 class ManualScheduler:
@@ -18,9 +18,11 @@ class ManualScheduler:
 
     def __init__(self) -> None:
         self.calls: list[Callable[[], None]] = []
+        self.delays: list[float] = []
 
     def __call__(self, delay: float, fn: Callable[[], None]) -> None:
         self.calls.append(fn)
+        self.delays.append(delay)
 
     def run(self) -> None:
         calls, self.calls = self.calls, []
@@ -151,7 +153,80 @@ def test_mimebundle_has_widget_view_and_static_html() -> None:
     w, _sched, run_id = _widget()
     w.handle(TaskRunEvent(run_id, _task(run_id, "extract"), Completed()))
     w.handle(FlowRunEvent(run_id, Cancelled()))
-    bundle = w._repr_mimebundle_()
+    bundle, metadata = w._repr_mimebundle_()
+    assert metadata["nbflow"]["flow_run_id"] == str(run_id)
     assert "application/vnd.jupyter.widget-view+json" in bundle
-    assert "extract" in bundle["text/html"] and "1/1 tasks finished" in bundle["text/html"]
+    assert "extract" in bundle["text/html"] and "1 of 1 task finished" in bundle["text/html"]
     assert "flow sales [Cancelled]" in bundle["text/plain"]
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.at = now()
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+def test_running_task_and_run_durations_count_up_then_ticking_stops() -> None:
+    clock, sched, run_id = Clock(), ManualScheduler(), uuid.uuid4()
+    w = FlowRunWidget(run_id, "sales", scheduler=sched, clock=clock)
+    started = clock.at
+    w.handle(FlowRunEvent(run_id, Running(timestamp=started)))
+    task = TaskRun(
+        flow_run_id=run_id, name="slow", task_key="slow", run_count=1, start_time=started
+    )
+    w.handle(TaskRunEvent(run_id, task, Running(timestamp=started)))
+    sched.run()  # the deferred flush; it asks for a tick since a task runs
+    assert sched.delays[-1] == TICK_SECONDS and len(sched.calls) == 1
+    clock.at = started + timedelta(seconds=12.5)
+    sched.run()  # the tick: redraw with the clock moved, and ask for the next one
+    assert "12.5 s" in w.table.value  # the running task's live duration
+    assert "running for 12.5 s" in w.header.value  # the run's
+    assert len(sched.calls) == 1
+    finished = started + timedelta(seconds=20)
+    done = task.model_copy(update={"end_time": finished})
+    w.handle(TaskRunEvent(run_id, done, Completed(timestamp=finished)))
+    w.handle(FlowRunEvent(run_id, Completed(timestamp=finished)))
+    clock.at = finished + timedelta(minutes=5)
+    sched.run()  # the pending tick finds nothing running: no further tick
+    assert sched.calls == []
+    assert "total 20.0 s" in w.header.value and "20.0 s" in w.table.value
+    assert "(20.0 s)" in w.to_text()
+
+
+def test_finished_run_hides_the_cancel_button() -> None:
+    w, _sched, run_id = _widget()
+    assert w.cancel_button.button_style == "warning" and w.cancel_button.icon == "stop"
+    w.handle(FlowRunEvent(run_id, Running()))
+    w.handle(FlowRunEvent(run_id, Failed()))
+    button = w.cancel_button
+    assert button.disabled and button.layout.display == "none"
+    assert button.button_style == "" and button.icon == ""
+
+
+def test_cancel_click_shows_cancelling_without_the_stop_colour() -> None:
+    w = FlowRunWidget(uuid.uuid4(), "f", on_cancel=lambda: None)
+    w.cancel_button.click()
+    assert w.cancel_button.description == "Cancelling..."
+    assert w.cancel_button.button_style == "" and w.cancel_button.icon == "hourglass-half"
+
+
+def test_retries_are_counted_in_words() -> None:
+    w, sched, run_id = _widget()
+    w.handle(TaskRunEvent(run_id, _task(run_id, "once", run_count=2), Completed()))
+    w.handle(TaskRunEvent(run_id, _task(run_id, "twice", run_count=3), Completed()))
+    w.handle(TaskRunEvent(run_id, _task(run_id, "never", run_count=1), Completed()))
+    sched.run()
+    assert "1 retry<" in w.table.value and "2 retries<" in w.table.value
+    assert "1 retries" not in w.table.value and "0 retries" not in w.table.value
+    assert "once: Completed [1 retry]" in w.to_text()
+    assert [plural(n, "task") for n in (0, 1, 2)] == ["0 tasks", "1 task", "2 tasks"]
+    assert [format_seconds(s) for s in (0.5, 12.25, 125, 3725)] == [
+        "0.50 s",
+        "12.2 s",
+        "2 min 05 s",
+        "1 h 02 min",
+    ]

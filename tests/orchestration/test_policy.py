@@ -44,14 +44,25 @@ ROWS = [
     # already running: RUNNING->RUNNING is refused
     ("already running", S.Running(), S.Running(), ABORT),
     ("already running", S.Pending(), S.Running(), ACCEPT),
-    # terminal is final, except AwaitingRetry
+    # terminal is final: nothing reopens a finished run (a retry is a new linked run)
     ("terminal is final", S.Completed(), S.Running(), REJECT),
     ("terminal is final", S.Failed(), S.Scheduled(), REJECT),
     ("terminal is final", S.Crashed(), S.Failed(), REJECT),
     ("terminal is final", S.Cancelled(), S.Running(), REJECT),
     ("terminal is final", S.Completed(), S.Completed(), REJECT),
-    ("terminal is final", S.Failed(), S.AwaitingRetry(), ACCEPT),
-    ("terminal is final", S.Crashed(), S.AwaitingRetry(), ACCEPT),
+    ("terminal is final", S.Failed(), S.AwaitingRetry(), REJECT),
+    ("terminal is final", S.Crashed(), S.AwaitingRetry(), REJECT),
+    ("terminal is final", S.Cancelled(), S.AwaitingRetry(), REJECT),
+    ("terminal is final", S.Completed(), S.Pending(), REJECT),
+    # claimed first: RUNNING only from PENDING (a claimed run), never straight from
+    # Scheduled / Late / AwaitingRetry / Paused (a replacement pod, a stale executor)
+    ("claimed first", S.Scheduled(PAST), S.Running(), ABORT),
+    ("claimed first", S.Late(PAST), S.Running(), ABORT),
+    ("claimed first", S.AwaitingRetry(PAST), S.Running(), ABORT),
+    ("claimed first", S.Paused(), S.Running(), ABORT),
+    ("claimed first", S.Scheduled(PAST), S.Retrying(), ABORT),
+    ("claimed first", S.Pending(), S.Running(), ACCEPT),
+    ("claimed first", S.Submitting(), S.Running(), ACCEPT),
     # cancelling may only become Cancelled or Crashed
     ("cancelling ends", S.Cancelling(), S.Cancelled(), ACCEPT),
     ("cancelling ends", S.Cancelling(), S.Crashed(), ACCEPT),
@@ -69,7 +80,8 @@ ROWS = [
     ("otherwise", S.Running(), S.Failed(), ACCEPT),
     ("otherwise", S.Running(), S.AwaitingRetry(), ACCEPT),
     ("otherwise", S.Running(), S.Cancelling(), ACCEPT),
-    ("otherwise", S.Paused(), S.Running(), ACCEPT),
+    ("already running", S.Running(), S.Retrying(), ABORT),
+    ("otherwise", S.Scheduled(PAST), S.Pending(), ACCEPT),
 ]
 
 
@@ -99,16 +111,12 @@ def test_every_rule_has_a_row() -> None:
 def test_not_before_its_time_waits_with_delay() -> None:
     at = now()
     future = at + timedelta(minutes=5)
-    run = run_in(S.Scheduled(future), expected_start_time=future)
+    run = run_in(S.Pending(), expected_start_time=future)
     decision = evaluate(run, S.Running(), at=at)
     assert decision.status is WAIT
     assert decision.result.delay_seconds == pytest.approx(300)
-    # a claimed (Pending) run that is still early waits too
-    assert evaluate(run_in(S.Pending(), expected_start_time=future), S.Running()).status is WAIT
     # on time: accepted
-    assert (
-        evaluate(run_in(S.Scheduled(PAST), expected_start_time=PAST), S.Running()).status is ACCEPT
-    )
+    assert evaluate(run_in(S.Pending(), expected_start_time=PAST), S.Running()).status is ACCEPT
 
 
 def test_force_accepts_anything_with_bookkeeping() -> None:
@@ -142,13 +150,19 @@ def test_bookkeeping_counts_runs_and_run_time() -> None:
     assert end["total_run_time"] == pytest.approx(2.5)
     assert "run_count" not in end
 
-    # a retry: AwaitingRetry clears end_time, the next Running counts a second run and keeps start_time
-    failed_run = run_in(
-        S.Failed(), run_count=1, start_time=t0, end_time=done.timestamp, total_run_time=2.5
-    )
+    # rescheduled (SIGTERM): AwaitingRetry from Running; reclaimed, the next Running counts
+    # a second run and keeps start_time
+    running_run = run_in(running, run_count=1, start_time=t0)
     retry = S.AwaitingRetry(now())
-    updates = evaluate(failed_run, retry).run_updates
-    assert updates["end_time"] is None and updates["expected_start_time"] == retry.scheduled_time
-    rerun = run_in(retry, run_count=1, start_time=t0, total_run_time=2.5)
-    again = evaluate(rerun, S.Running()).run_updates
+    updates = evaluate(running_run, retry).run_updates
+    assert updates["expected_start_time"] == retry.scheduled_time
+    assert updates["total_run_time"] >= 0
+    reclaimed = run_in(S.Pending(), run_count=1, start_time=t0, total_run_time=2.5)
+    again = evaluate(reclaimed, S.Running()).run_updates
     assert again["run_count"] == 2 and "start_time" not in again
+
+
+def test_force_reopens_a_terminal_run_for_an_administrator() -> None:
+    # force (users and admins only; run tokens may never use it) bypasses every rule
+    decision = evaluate(run_in(S.Cancelled(), end_time=now()), S.AwaitingRetry(), force=True)
+    assert decision.status is ACCEPT and decision.run_updates["end_time"] is None

@@ -171,7 +171,8 @@ def test_create_flow_run_defaults(store: Store) -> None:
     assert [s.id for s in store.read_flow_run_states(run.id)] == [run.state.id]
 
 
-def test_create_flow_run_uses_scheduled_time_and_deployment_defaults(store: Store) -> None:
+def test_create_flow_run_stores_what_it_is_given(store: Store) -> None:
+    # The lifecycle merges a deployment's defaults (tests/orchestration/test_lifecycle.py).
     flow = make_flow(store)
     dep = store.create_deployment(
         DeploymentCreate(
@@ -193,8 +194,8 @@ def test_create_flow_run_uses_scheduled_time_and_deployment_defaults(store: Stor
         )
     )
     assert run.name == "mine" and run.expected_start_time == at
-    assert run.parameters == {"region": "EU", "day": "2"}
-    assert run.runner == "docker" and run.notebook_path == "n.ipynb"
+    assert run.parameters == {"day": "2"}
+    assert run.runner is None and run.notebook_path is None
 
 
 def test_create_flow_run_in_running_state_does_the_bookkeeping(store: Store) -> None:

@@ -14,7 +14,6 @@ from nbflow.states import (
     Cancelled,
     Cancelling,
     Completed,
-    Failed,
     Late,
     Pending,
     Running,
@@ -76,6 +75,9 @@ def test_claiming_twice_aborts(store: Store) -> None:
 
 def test_running_before_the_scheduled_time_waits(store: Store) -> None:
     run = new_run(store, state=Scheduled(now() + timedelta(minutes=10)))
+    # a run must be claimed before it runs
+    assert store.set_flow_run_state(run.id, Running()).status is ABORT
+    assert store.set_flow_run_state(run.id, Pending()).status is ACCEPT
     result = store.set_flow_run_state(run.id, Running())
     assert result.status is WAIT
     assert result.delay_seconds is not None and 0 < result.delay_seconds <= 600
@@ -91,14 +93,14 @@ def test_force_accepts_anything(store: Store) -> None:
 
 
 def test_a_repeated_state_id_is_accepted_once(store: Store) -> None:
-    run = new_run(store)
+    run = new_run(store, state=Pending())
     running = Running()
     assert store.set_flow_run_state(run.id, running).status is ACCEPT
     before = store.read_flow_run(run.id)
     again = store.set_flow_run_state(run.id, running)
     assert again.status is ACCEPT and again.state == running
     assert store.read_flow_run(run.id) == before
-    assert history(store, run) == ["Scheduled", "Running"]
+    assert history(store, run) == ["Pending", "Running"]
 
 
 def test_a_state_id_of_another_run_is_refused(store: Store) -> None:
@@ -110,15 +112,17 @@ def test_a_state_id_of_another_run_is_refused(store: Store) -> None:
         store.set_flow_run_state(other.id, pending)
 
 
-def test_a_retry_counts_a_second_run(store: Store) -> None:
-    run = new_run(store)
+def test_a_rescheduled_run_counts_a_second_run(store: Store) -> None:
+    run = new_run(store, state=Pending())
     first = Running()
     store.set_flow_run_state(run.id, first)
-    store.set_flow_run_state(run.id, Failed())
     retry_at = now() - timedelta(seconds=1)
+    # SIGTERM: the executor reschedules the run; a finished run is never reopened
     assert store.set_flow_run_state(run.id, AwaitingRetry(retry_at)).status is ACCEPT
-    reopened = store.read_flow_run(run.id)
-    assert reopened.end_time is None and reopened.expected_start_time == retry_at
+    rescheduled = store.read_flow_run(run.id)
+    assert rescheduled.end_time is None and rescheduled.expected_start_time == retry_at
+    assert store.set_flow_run_state(run.id, Running()).status is ABORT  # claim first
+    assert store.set_flow_run_state(run.id, Pending()).status is ACCEPT
     assert store.set_flow_run_state(run.id, Running()).status is ACCEPT
     stored = store.read_flow_run(run.id)
     assert stored.run_count == 2 and stored.start_time == first.timestamp

@@ -12,8 +12,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,12 @@ import httpx
 import pytest
 
 from nbflow.client.http import HTTPClient
-from nbflow.notebook.document import new_notebook
+from nbflow.dispatch import Dispatcher, RunnerPool
+from nbflow.notebook.document import find_flow_cell, new_notebook, parameters_schema
+from nbflow.runners import Runner
 from nbflow.runners.subprocess import SubprocessRunner
 from nbflow.schemas import DeploymentCreate, Flow, FlowRun, FlowRunCreate
-from nbflow.states import Pending, State
+from nbflow.states import Pending, Scheduled, State, StateType
 
 TEST_IMAGE = os.environ.get("NBFLOW_TEST_IMAGE", "nbflow:test")
 K8S_NAMESPACE = os.environ.get("NBFLOW_TEST_K8S_NAMESPACE", "nbflow-test")
@@ -81,14 +85,19 @@ class LiveServer:
         return RunTokenSigner(self.secret_file.read_bytes().strip()).mint(flow_run.id)
 
     def deploy(self, cells: list[str], runner: str, **fields: Any) -> tuple[Flow, Any]:
-        """Create a flow and a deployment carrying the notebook snapshot."""
-        flow = self.client.create_flow(Flow(name=f"f-{time.monotonic_ns()}"))
+        """Create a flow (its parameters from the ``%%flow`` cell) and a deployment of it."""
+        notebook = new_notebook(cells)
+        flow_cell = find_flow_cell(notebook)
+        schema = parameters_schema(flow_cell.parameters) if flow_cell is not None else {}
+        flow = self.client.create_flow(
+            Flow(name=f"f-{time.monotonic_ns()}", parameters_schema=schema)
+        )
         deployment = self.client.create_deployment(
             DeploymentCreate(
                 flow_id=flow.id,
                 name="d",
                 runner=runner,
-                notebook=new_notebook(cells),
+                notebook=notebook,
                 **fields,
             )
         )
@@ -207,3 +216,101 @@ class QuickRunner(SubprocessRunner):
     def command(self, flow_run: FlowRun, python: str | None = None) -> list[str]:
         """Return a command that exits at once."""
         return [python or sys.executable, "-c", "pass"]
+
+
+def make_worker(
+    server: LiveServer,
+    runner_name: str,
+    runner_cls: type[Runner] = QuickRunner,
+    **kwargs: Any,
+) -> tuple[Dispatcher, HTTPClient]:
+    """Return the dispatcher of ``nbflow worker`` over the server's API, built as the CLI does."""
+    client = HTTPClient(server.url, token=server.token)
+
+    def token(run: FlowRun) -> str | None:
+        return dispatcher.token_for(run) or client.mint_run_token(run.id)
+
+    def make(name: str) -> Runner:
+        options: dict[str, Any] = {}
+        if issubclass(runner_cls, SubprocessRunner):
+            options["output"] = lambda _: None
+        return runner_cls(client=client, api_url=server.url, token_factory=token, **options)
+
+    name = kwargs.pop("name", "test")
+    dispatcher = Dispatcher(
+        client,
+        RunnerPool(make),
+        runner_names=[runner_name],
+        claimer=f"worker {name}/{runner_name}",
+        **kwargs,
+    )
+    return dispatcher, client
+
+
+@contextmanager
+def serving_worker(
+    server: LiveServer, runner_name: str, runner_cls: type[Runner], **kwargs: Any
+) -> Iterator[tuple[Dispatcher, HTTPClient]]:
+    """Run a worker (passes every 0.2 s) in a thread for the duration of the block."""
+    worker, client = make_worker(server, runner_name, runner_cls, **kwargs)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.serve, args=(stop, 0.2), daemon=True)
+    thread.start()
+    try:
+        yield worker, client
+    finally:
+        stop.set()
+        thread.join(60)
+        worker.close()
+        worker.runners.close()
+        client.close()
+
+
+def scheduled_run(
+    server: LiveServer, cells: list[str], runner: str, parameters: dict[str, Any], **job: Any
+) -> FlowRun:
+    """Create a due (Scheduled) batch run of a new deployment of ``cells``, for a worker."""
+    flow, deployment = server.deploy(cells, runner, job_variables=job)
+    return server.client.create_flow_run(
+        FlowRunCreate(
+            flow_id=flow.id,
+            deployment_id=deployment.id,
+            parameters=parameters,
+            mode="batch",
+            state=Scheduled(),
+        )
+    )
+
+
+def cancel_through_worker(
+    server: LiveServer,
+    runner_name: str,
+    runner_cls: type[Runner],
+    left: Callable[[str], bool],
+    *,
+    grace: float = 5.0,
+    **job: Any,
+) -> None:
+    """Run a sleeping notebook through a worker, cancel it, check nothing of it is left.
+
+    ``left(infrastructure id)`` tells whether anything of the run's process is left; it must
+    turn False within ``grace`` + 5 s of the cancel.  The run ends Cancelled and stays so.
+    """
+    marker = server.home / f"started-{time.monotonic_ns()}"
+    run = scheduled_run(server, SLEEPY_NOTEBOOK, runner_name, {"marker": str(marker)}, **job)
+    with serving_worker(server, runner_name, runner_cls, kill_grace=grace) as (worker, user):
+        server.wait_started(run, marker)
+        infra = server.client.read_flow_run(run.id).infrastructure_id
+        assert infra is not None and left(infra)
+        result = user.cancel_flow_run(run.id)
+        assert result.state is not None and result.state.type is StateType.CANCELLING
+        cancelled_at = time.monotonic()
+        while left(infra):
+            assert time.monotonic() - cancelled_at < grace + 5, f"{infra} is still there"
+            time.sleep(0.2)
+        final = server.wait_state(run.id, "CANCELLED", timeout=30)
+        assert worker.wait_all(60)
+    names = [s.name for s in server.client.read_flow_run_states(run.id)]
+    assert names[-2:] == ["Cancelling", "Cancelled"], names
+    time.sleep(1)  # more passes of the worker: the run stays Cancelled
+    assert server.client.read_flow_run(run.id).state == final.state

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,6 +33,7 @@ from tests.runners.live import (
     FLOW_NOTEBOOK,
     TEST_IMAGE,
     LiveServer,
+    cancel_through_worker,
     require,
 )
 
@@ -258,6 +260,8 @@ def test_killed_container_is_crashed(
 def test_cancel_stops_the_container_gracefully(
     runner: DockerRunner, docker_client: Any, live_server: LiveServer
 ) -> None:
+    import docker
+
     run, marker = live_server.new_sleepy_run("docker")
     infra = runner.submit(run, _job(live_server))
     live_server.client.update_flow_run(run.id, infrastructure_id=infra)  # as the dispatcher does
@@ -273,8 +277,8 @@ def test_cancel_stops_the_container_gracefully(
         assert runner.wait(infra, timeout=0) == 0  # exit 0: nbflow execute saw SIGTERM
         states = [s.name for s in live_server.client.read_flow_run_states(run.id)]
         assert states[-2:] == ["Cancelling", "Cancelled"], states
-        container = docker_client.containers.get(infra.rpartition(":")[2])
-        assert container.status == "exited"
+        with pytest.raises(docker.errors.NotFound):  # a cancelled run leaves no container
+            docker_client.containers.get(infra.rpartition(":")[2])
     finally:
         _remove(docker_client, infra)
 
@@ -291,3 +295,108 @@ def test_bad_image_crashes_the_run_with_the_reason(
     never = live_server.new_run(FLOW_NOTEBOOK, "docker")
     with pytest.raises(InfrastructureError, match="image_pull_policy is Never"):
         runner.submit(never, _job(live_server, image="nbflow-no-such-image:2"))
+
+
+# -- notebooks' own packages ---------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _code_cells(notebook: Path) -> list[str]:
+    cells = json.loads(notebook.read_text())["cells"]
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+
+
+def _outputs_text(live_server: LiveServer, run: FlowRun) -> str:
+    """Return every text output of the run's stored output notebook, joined."""
+    response = httpx.get(
+        f"{live_server.url}/flow_runs/{run.id}/output",
+        headers={"Authorization": f"token {live_server.token}"},
+    )
+    assert response.status_code == 200, response.text
+    texts = []
+    for cell in json.loads(response.text)["cells"]:
+        for output in cell.get("outputs", []):
+            texts.append("".join(output.get("text", "")))
+            for mime in ("text/plain", "text/markdown"):
+                texts.append("".join(output.get("data", {}).get(mime, "")))
+    return "\n".join(texts)
+
+
+def test_example_notebook_with_numpy_and_pandas_runs_in_the_project_image(
+    runner: DockerRunner, docker_client: Any, live_server: LiveServer
+) -> None:
+    """examples/parameterized_report.ipynb (numpy, pandas, IPython.display) completes."""
+    cells = _code_cells(REPO / "examples" / "parameterized_report.ipynb")
+    assert any("import pandas as pd" in c for c in cells)
+    run = live_server.new_run(cells, "docker", {"region": "US", "months": 4})
+    infra = runner.submit(run, _job(live_server))
+    try:
+        assert runner.wait(infra, timeout=300) == 0
+        final = live_server.client.read_flow_run(run.id)
+        assert final.state is not None and final.state.type is StateType.COMPLETED, final.state
+        tasks = live_server.client.read_task_runs(TaskRunFilter(flow_run_ids=[run.id]))
+        assert [(t.name, t.state.name if t.state else None) for t in tasks] == [
+            ("build_data", "Completed"),
+            ("kpis", "Completed"),
+            ("render", "Completed"),
+        ]
+        text = _outputs_text(live_server, run)
+        assert "## Sales report: US" in text
+        assert "total revenue over 4 months" in text
+    finally:
+        _remove(docker_client, infra)
+
+
+def test_requirements_image_recipe_adds_a_notebooks_packages(
+    runner: DockerRunner, docker_client: Any, live_server: LiveServer, tmp_path: Path
+) -> None:
+    """docker/requirements.Dockerfile: the test image + a requirements.txt from PyPI."""
+    import docker
+
+    with pytest.raises(docker.errors.ContainerError):  # not in the project image
+        docker_client.containers.run(
+            TEST_IMAGE, ["python", "-c", "import tabulate"], remove=True, network_mode="host"
+        )
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "requirements.txt").write_text("tabulate==0.9.0\n")
+    (context / "Dockerfile").write_text((REPO / "docker" / "requirements.Dockerfile").read_text())
+    tag = f"nbflow-test-requirements:{tmp_path.name.lower()}"
+    docker_client.images.build(
+        path=str(context),
+        tag=tag,
+        buildargs={"NBFLOW_IMAGE": TEST_IMAGE},
+        network_mode="host",  # the daemon has no bridge: only host networking reaches PyPI
+        rm=True,
+    )
+    cells = [
+        "%load_ext nbflow",
+        "%%flow tables\nrows = 3",
+        "%%task table\nimport tabulate\nprint(tabulate.tabulate([[i, i * i] for i in range(rows)]))",
+    ]
+    run = live_server.new_run(cells, "docker")
+    infra = runner.submit(run, _job(live_server, image=tag))
+    try:
+        assert runner.wait(infra, timeout=300) == 0
+        final = live_server.client.read_flow_run(run.id)
+        assert final.state is not None and final.state.type is StateType.COMPLETED, final.state
+        assert "2  4" in _outputs_text(live_server, run)
+    finally:
+        _remove(docker_client, infra)
+        docker_client.images.remove(tag, force=True)
+
+
+def test_worker_cancel_stops_and_removes_the_container(
+    docker_client: Any, live_server: LiveServer
+) -> None:
+    """``nbflow worker`` owns the run: on cancel it stops and removes its container."""
+    import docker
+
+    def left(infra: str) -> bool:
+        try:
+            docker_client.containers.get(infra.rpartition(":")[2])
+        except docker.errors.NotFound:
+            return False
+        return True
+
+    cancel_through_worker(live_server, "docker", DockerRunner, left, **_job(live_server))

@@ -22,7 +22,16 @@ from nbflow.runners.docker import InfrastructureError
 from nbflow.runners.kubernetes import KubernetesRunner
 from nbflow.schemas import TaskRunFilter
 from nbflow.states import StateType
-from tests.runners.live import FLOW_NOTEBOOK, K8S_NAMESPACE, TEST_IMAGE, LiveServer, require
+from tests.runners.live import (
+    FLOW_NOTEBOOK,
+    K8S_NAMESPACE,
+    TEST_IMAGE,
+    LiveServer,
+    cancel_through_worker,
+    require,
+    scheduled_run,
+    serving_worker,
+)
 from tests.runners.test_kubernetes_manifests import FULL_JOB, TEMPLATE
 
 
@@ -195,3 +204,100 @@ def test_the_apiserver_accepts_every_rendered_manifest_and_refuses_bad_ones(
     state = live_server.client.read_flow_run(run.id).state
     assert state is not None and state.type is StateType.CRASHED
     assert state.message is not None and "Kubernetes refused the Job" in state.message
+
+
+def _pods(core: Any, namespace: str, job: str) -> list[Any]:
+    return list(core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items)
+
+
+def _exists(read: Any, *args: Any) -> bool:
+    import kubernetes
+
+    try:
+        read(*args)
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def test_worker_cancel_deletes_the_job_its_pod_and_secret(
+    k8s: Any, live_server: LiveServer
+) -> None:
+    """``nbflow worker`` owns the run: on cancel its Job, pod and Secret are deleted."""
+    batch, core = k8s
+
+    def left(infra: str) -> bool:
+        namespace, name = infra.split(":")
+        return (
+            _exists(batch.read_namespaced_job, name, namespace)
+            or _exists(core.read_namespaced_secret, f"{name}-token", namespace)
+            or bool(_pods(core, namespace, name))
+        )
+
+    cancel_through_worker(live_server, "kubernetes", KubernetesRunner, left, **_job(live_server))
+
+
+COUNTED_NOTEBOOK = [
+    "%load_ext nbflow",
+    "%%flow counted\ncounter = ''\nseconds = 300",
+    "with open(counter, 'a') as f:\n    f.write('executed\\n')",
+    "import time\ntime.sleep(seconds)",
+]
+
+
+def test_a_pod_deleted_mid_run_never_runs_the_notebook_twice(
+    k8s: Any, live_server: LiveServer
+) -> None:
+    """Delete the running pod: Kubernetes' replacement never executes; the run is rescheduled.
+
+    Every execution of the notebook appends a line to the counter and follows its own claim
+    (Pending) and Running; the deleted pod's Job is removed so its replacement pod never
+    runs.  After cancel, the run never leaves Cancelled.
+    """
+    batch, core = k8s
+    counter = live_server.home / f"counter-{time.monotonic_ns()}"
+    run = scheduled_run(
+        live_server, COUNTED_NOTEBOOK, "kubernetes", {"counter": str(counter)}, **_job(live_server)
+    )
+
+    def executions() -> int:
+        return len(counter.read_text().splitlines()) if counter.exists() else 0
+
+    with serving_worker(live_server, "kubernetes", KubernetesRunner, kill_grace=5) as (_, user):
+        live_server.wait_state(run.id, "RUNNING")
+        deadline = time.monotonic() + 240
+        while executions() < 1:
+            assert time.monotonic() < deadline, "the notebook never started"
+            time.sleep(0.2)
+        first = live_server.client.read_flow_run(run.id).infrastructure_id
+        assert first is not None
+        namespace, job = first.split(":")
+        (pod,) = _pods(core, namespace, job)
+        core.delete_namespaced_pod(pod.metadata.name, namespace)
+        # Rescheduled and claimed again (a new Job), or Crashed: once either way.
+        while True:
+            current = live_server.client.read_flow_run(run.id)
+            moved = current.infrastructure_id not in (None, first)
+            if current.state_type is StateType.CRASHED or (
+                moved and current.state_type is StateType.RUNNING and executions() >= 2
+            ):
+                break
+            assert time.monotonic() < deadline, f"the run stayed {current.state}"
+            time.sleep(0.2)
+        # The deleted pod's Job and any replacement pod are gone.
+        while _exists(batch.read_namespaced_job, job, namespace) or _pods(core, namespace, job):
+            assert time.monotonic() < deadline, "the deleted pod's Job or a replacement is left"
+            time.sleep(0.2)
+        if current.state_type is StateType.RUNNING:
+            user.cancel_flow_run(run.id)
+        final = live_server.wait_state(run.id, "CANCELLED", "CRASHED", timeout=120)
+        time.sleep(3)  # passes of the worker, and a dying pod's last words
+    states = live_server.client.read_flow_run_states(run.id)
+    names = [s.name for s in states]
+    assert live_server.client.read_flow_run(run.id).state == final.state, names
+    assert final.state is not None and names.count(final.state.name) == 1, names
+    # Each execution had a claim of its own and a Running of its own: Kubernetes ran none.
+    assert executions() == names.count("Running") == names.count("Pending"), names
+    assert executions() <= 2, names

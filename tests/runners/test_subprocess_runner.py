@@ -14,11 +14,12 @@ import pytest
 
 from nbflow.client.embedded import EmbeddedClient
 from nbflow.exceptions import ValidationError
-from nbflow.runners import available_runners, get_runner, merge_job_variables
+from nbflow.orchestration.job_variables import merge_job_variables
+from nbflow.runners import available_runners, get_runner
 from nbflow.runners.subprocess import SubprocessJobVariables, SubprocessRunner
 from nbflow.schemas import Flow, FlowRun, FlowRunCreate
 from nbflow.settings import Settings, reload_settings
-from nbflow.states import Running, StateType
+from nbflow.states import Pending, Running, StateType
 
 
 class ScriptRunner(SubprocessRunner):
@@ -73,6 +74,7 @@ def client(settings: Settings) -> Iterator[EmbeddedClient]:
 def running_run(client: EmbeddedClient) -> FlowRun:
     flow = client.create_flow(Flow(name="runner-test"))
     run = client.create_flow_run(FlowRunCreate(flow_id=flow.id, job_variables={"env": {"B": "2"}}))
+    client.set_flow_run_state(run.id, Pending())  # claimed: Running only from Pending
     client.set_flow_run_state(run.id, Running())
     return client.read_flow_run(run.id)
 
@@ -89,12 +91,14 @@ def test_job_configuration_layers_and_env_merge(settings: Settings) -> None:
         {"env": {"A": "1", "B": "1"}, "python": "x"}, None, {"env": {"B": 2}, "python": "y"}
     ) == {"env": {"A": "1", "B": "2"}, "python": "y"}
     run = FlowRun(name="r", flow_id=Flow(name="f").id, job_variables={"env": {"B": "run"}})
-    config = SubprocessRunner(settings=settings).job_configuration(
-        run, {"env": {"A": "dep", "B": "dep"}, "working_dir": "/tmp"}
-    )
+    runner = SubprocessRunner(settings=settings)
+    # The runner validates the final (already merged) configuration and never merges again.
+    config = runner.job_configuration(run, {"env": {"A": "dep", "B": "dep"}, "working_dir": "/tmp"})
     assert isinstance(config, SubprocessJobVariables)
-    assert config.env == {"A": "dep", "B": "run"}
+    assert config.env == {"A": "dep", "B": "dep"}
     assert (config.working_dir, config.stream_output, config.python) == ("/tmp", True, None)
+    own = runner.job_configuration(run)  # no configuration given: the run's own variables
+    assert isinstance(own, SubprocessJobVariables) and own.env == {"B": "run"}
     with pytest.raises(ValidationError, match=r"job_variables.imag.*accepts: conda_env, env"):
         SubprocessRunner(settings=settings).job_configuration(run, {"imag": "x"})
 
@@ -109,7 +113,9 @@ def test_process_gets_the_run_environment_and_exit_zero_changes_nothing(
         "    print(k + '=' + os.environ.get(k, '-'))\n"
     )
     runner = ScriptRunner(script, client=client, output=lines, settings=settings)
-    infra = runner.submit(running_run, {"env": {"A": "1", "B": "1"}})
+    # The caller merges (the dispatcher's claim does): deployment-like layer < the run's own.
+    config = merge_job_variables({"env": {"A": "1", "B": "1"}}, running_run.job_variables)
+    infra = runner.submit(running_run, config)
     assert infra.endswith(":" + infra.rpartition(":")[2]) and infra.rpartition(":")[2].isdigit()
     assert runner.wait(infra, timeout=120) == 0
     assert lines.lines == [

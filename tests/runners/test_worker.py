@@ -13,24 +13,29 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, ClassVar
 from uuid import UUID
 
 import pytest
 
 from nbflow.cli import EXIT_USAGE, main
 from nbflow.client.http import APIError, HTTPClient
+from nbflow.dispatch import Dispatcher
+from nbflow.runners import Runner
 from nbflow.runners.docker import DockerRunner
+from nbflow.runners.subprocess import SubprocessRunner
 from nbflow.schemas import FlowRun, FlowRunCreate, TaskRunFilter
 from nbflow.states import Scheduled, StateType, now
-from nbflow.worker import Worker, server_token_factory
 from tests.runners.live import (
     FLOW_NOTEBOOK,
     TEST_IMAGE,
     LiveServer,
     QuickRunner,
+    cancel_through_worker,
+    make_worker,
     require,
     start_server,
     stop_server,
@@ -72,12 +77,10 @@ def _scheduled_runs(server: LiveServer, runner: str, count: int, delay: float) -
     ]
 
 
-def _worker(server: LiveServer, runner_name: str, **kwargs: object) -> tuple[Worker, HTTPClient]:
-    client = HTTPClient(server.url, token=server.token)
-    runner = QuickRunner(
-        client=client, api_url=server.url, token_factory=server.run_token, output=lambda _: None
-    )
-    return Worker(client, runner, runner_name=runner_name, **kwargs), client  # type: ignore[arg-type]
+def _worker(
+    server: LiveServer, runner_name: str, runner_cls: type[Runner] = QuickRunner, **kwargs: Any
+) -> tuple[Dispatcher, HTTPClient]:
+    return make_worker(server, runner_name, runner_cls, **kwargs)
 
 
 def _left_scheduled(server: LiveServer, ids: list[UUID]) -> int:
@@ -170,16 +173,19 @@ def test_server_leaves_other_runners_to_workers_and_two_workers_claim_once(
 def test_worker_gives_runs_their_own_token(dispatching_server: LiveServer) -> None:
     server = dispatching_server
     user = HTTPClient(server.url, token=server.token)
-    tokens = server_token_factory(user)  # minted by the server, for one run
-    run, other = _scheduled_runs(server, "docker", 2, delay=86400)  # never due here
-    token = tokens(run)
-    assert token == server.run_token(run) and token != server.token
+    run, other = _scheduled_runs(server, "docker", 2, delay=0)
+    claimed = user.claim_flow_runs(["docker"], claimer="token test")
+    assert {run.id, other.id} <= {c.flow_run.id for c in claimed}
+    token = next(c.token for c in claimed if c.flow_run.id == run.id)
+    assert token == server.run_token(run) and token != server.token  # minted for this run
     scoped = HTTPClient(server.url, token=token)
     assert scoped.read_flow_run(run.id).id == run.id
     with pytest.raises(APIError):
         scoped.read_flow_run(other.id)  # another run: refused
     with pytest.raises(APIError):
         scoped.mint_run_token(run.id)  # a run token cannot mint tokens
+    with pytest.raises(APIError):
+        scoped.claim_flow_runs(["docker"], claimer="a run")  # nor claim runs
     user.close()
     scoped.close()
 
@@ -208,7 +214,9 @@ def test_worker_command_line(dispatching_server: LiveServer, tmp_path: Path) -> 
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("submitted as") == 2, done.stdout
+    # Each run is announced with its infrastructure id once submitted.
+    submitted = {line.split()[2] for line in done.stdout.splitlines() if " as " in line}
+    assert submitted == {str(run.id) for run in runs}, done.stdout
     for run in runs:
         assert server.client.read_flow_run(run.id).state_type is not StateType.SCHEDULED
 
@@ -257,9 +265,7 @@ def test_worker_runs_a_scheduled_deployment_run_in_docker(dispatching_server: Li
             state=Scheduled(),
         )
     )
-    client = HTTPClient(server.url, token=server.token)
-    runner = DockerRunner(client=client, api_url=server.url, token_factory=server.run_token)
-    worker = Worker(client, runner, limit=1)
+    worker, client = _worker(server, "docker", DockerRunner, limit=1)
     stop = threading.Event()
     thread = threading.Thread(target=worker.serve, args=(stop, 0.2), daemon=True)
     thread.start()
@@ -269,10 +275,80 @@ def test_worker_runs_a_scheduled_deployment_run_in_docker(dispatching_server: Li
         stop.set()
         thread.join(30)
     assert worker.wait_all(60)
-    runner.close()
+    worker.close()
+    worker.runners.close()
     client.close()
     assert final.state is not None and final.state.type is StateType.COMPLETED, final.state
     assert worker.claimed == [run.id]
     assert final.infrastructure_id and final.infrastructure_id.count(":") >= 1
     tasks = server.client.read_task_runs(TaskRunFilter(flow_run_ids=[run.id]))
     assert [t.name for t in tasks] == ["extract", "report"]
+
+
+# -- a server that leaves subprocess runs to workers ----------------------------------------
+RUNNER_DEFAULTS = {"subprocess": {"env": {"FROM_DEFAULTS": "default", "B": "default"}}}
+
+
+@pytest.fixture(scope="module")
+def worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A live server (services on) whose own dispatcher takes no subprocess runs."""
+    server = start_server(
+        tmp_path_factory.mktemp("worker-server"),
+        "--set", "NbflowApp.dispatch_runners=kubernetes",
+        "--set", f"NbflowApp.runner_defaults={RUNNER_DEFAULTS!r}",
+        services=True,
+    )  # fmt: skip
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+class EnvQuickRunner(QuickRunner):
+    """QuickRunner recording the job variables each run was submitted with."""
+
+    seen: ClassVar[dict[UUID, dict[str, Any]]] = {}
+
+    def submit(self, flow_run: FlowRun, job_variables: Mapping[str, Any] | None = None) -> str:
+        self.seen[flow_run.id] = dict(job_variables or {})
+        return super().submit(flow_run, job_variables)
+
+
+def test_runner_default_env_survives_on_worker_runs(worker_server: LiveServer) -> None:
+    server = worker_server
+    flow, deployment = server.deploy(
+        ["x = 1"], "subprocess", job_variables={"env": {"B": "deployment", "C": "deployment"}}
+    )
+    run = server.client.create_flow_run(
+        FlowRunCreate(
+            flow_id=flow.id,
+            deployment_id=deployment.id,
+            mode="batch",
+            state=Scheduled(),
+            job_variables={"env": {"C": "run"}},
+        )
+    )
+    worker, client = _worker(server, "subprocess", EnvQuickRunner)
+    try:
+        assert len(worker.run_once()) == 1
+        assert worker.wait_all(60)
+    finally:
+        worker.close()
+        client.close()
+    # runner defaults < deployment < run, env merged by variable: the default survives.
+    assert EnvQuickRunner.seen[run.id]["env"] == {
+        "FROM_DEFAULTS": "default",
+        "B": "deployment",
+        "C": "run",
+    }
+
+
+def test_worker_cancel_stops_a_subprocess_run(worker_server: LiveServer) -> None:
+    def left(infra: str) -> bool:
+        try:
+            os.killpg(int(infra.rpartition(":")[2]), 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    cancel_through_worker(worker_server, "subprocess", SubprocessRunner, left)

@@ -35,6 +35,12 @@ async def test_nbflow_execute_reports_with_a_run_token(
         },
     )
     _, run = await api("POST", "deployments", dep["id"], "runs", body={})
+    # Claimed (as a dispatcher does): the policy lets only a claimed run enter Running.
+    pending = {"type": "PENDING", "name": "Pending"}
+    status, claimed = await api(
+        "POST", "flow_runs", run["id"], "set_state", body={"state": pending}
+    )
+    assert status == 200 and claimed["status"] == "ACCEPT", claimed
     env = {
         **os.environ,
         "NBFLOW_API_URL": f"http://127.0.0.1:{jp_http_port}{jp_serverapp.base_url}nbflow/api/v1",

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from nbflow.states import Completed, Pending, Running, Scheduled, now
+import pytest
+
+from nbflow.states import AwaitingRetry, Completed, Failed, Pending, Running, Scheduled, now
 from nbflow_server import NbflowApp
 from tests.server.helpers import Api, make_notebook
 
@@ -111,6 +113,146 @@ async def test_cancel(api: Api) -> None:
     assert status == 409 and "Completed" in body["message"]
 
 
+async def test_cancel_of_a_claimed_run_not_yet_launched_is_immediate_with_a_message(
+    api: Api,
+) -> None:
+    flow = await _flow(api)
+    _, run = await api("POST", "flow_runs", body={"flow_id": flow["id"], "state": state(Pending())})
+    status, result = await api(
+        "POST", "flow_runs", run["id"], "cancel", body={"message": "wrong data"}
+    )
+    assert status == 200 and result["state"]["type"] == "CANCELLED"
+    assert result["state"]["message"] == "wrong data"
+    # a second cancel of the now finished run is refused, naming why
+    status, body = await api("POST", "flow_runs", run["id"], "cancel")
+    assert status == 409 and "already finished" in body["message"]
+
+
+NO_PARAMETERS = {"type": "object", "properties": {}, "additionalProperties": False}
+TWO_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "region": {"type": "string", "default": "EU"},
+        "n": {"type": "integer", "default": 3},
+    },
+    "additionalProperties": False,
+}
+
+
+async def test_a_run_with_bad_parameters_is_refused_at_creation(api: Api) -> None:
+    # Reproduction: run-now with {"x": 1} on a notebook without parameters was accepted
+    # (201) and then failed "not started".
+    _, bare = await api("POST", "flows", body={"name": "bare", "parameters_schema": NO_PARAMETERS})
+    status, body = await api(
+        "POST", "flow_runs", body={"flow_id": bare["id"], "parameters": {"x": 1}, "mode": "batch"}
+    )
+    assert status == 400 and body["errors"][0]["field"] == "body.parameters.x", body
+    _, dep = await api(
+        "POST",
+        "deployments",
+        body={"flow_id": bare["id"], "name": "d", "notebook": make_notebook()},
+    )
+    status, body = await api(
+        "POST", "deployments", dep["id"], "runs", body={"parameters": {"x": 1}}
+    )
+    assert status == 400 and body["errors"][0]["field"] == "body.parameters.x", body
+    _, typed = await api(
+        "POST", "flows", body={"name": "typed", "parameters_schema": TWO_PARAMETERS}
+    )
+    status, body = await api(
+        "POST",
+        "flow_runs",
+        body={"flow_id": typed["id"], "parameters": {"n": "three"}, "mode": "batch"},
+    )
+    assert status == 400 and body["errors"][0]["field"] == "body.parameters.n", body
+    _, page = await api("GET", "flow_runs")
+    assert page["total"] == 0
+
+
+async def test_a_run_keeps_its_own_job_variables_and_gets_the_default_runner(
+    api: Api, nbflow_app: NbflowApp
+) -> None:
+    flow = await _flow(api)
+    status, run = await api(
+        "POST",
+        "flow_runs",
+        body={"flow_id": flow["id"], "mode": "batch", "job_variables": {"env": {"A": "1"}}},
+    )
+    assert status == 201
+    assert run["runner"] == nbflow_app.default_runner
+    assert run["job_variables"] == {"env": {"A": "1"}}  # runner defaults merge at claim time
+
+
+async def test_retry_creates_a_new_linked_run(api: Api) -> None:
+    _, flow = await api(
+        "POST", "flows", body={"name": "typed", "parameters_schema": TWO_PARAMETERS}
+    )
+    _, old = await api(
+        "POST",
+        "flow_runs",
+        body={
+            "flow_id": flow["id"],
+            "mode": "batch",
+            "parameters": {"region": "US"},
+            "job_variables": {"cpu": "2"},
+            "state": state(Pending()),
+        },
+    )
+    status, body = await api("POST", "flow_runs", old["id"], "retry", body={})
+    assert status == 409 and "only a finished run" in body["message"]
+    for s in (Running(), Failed(message="boom")):
+        await api("POST", "flow_runs", old["id"], "set_state", body={"state": state(s)})
+    status, body = await api(
+        "POST", "flow_runs", old["id"], "retry", body={"parameters": {"n": "x"}}
+    )
+    assert status == 400 and body["errors"][0]["field"] == "body.parameters.n", body
+    status, new = await api("POST", "flow_runs", old["id"], "retry", body={"parameters": {"n": 7}})
+    assert status == 201, new
+    assert new["id"] != old["id"] and new["retry_of"] == old["id"]
+    assert new["parameters"] == {"region": "US", "n": 7}
+    assert new["job_variables"] == {"cpu": "2"} and new["runner"] == old["runner"]
+    assert new["state"]["type"] == "SCHEDULED"
+    _, stays = await api("GET", "flow_runs", old["id"])
+    assert stays["state"]["type"] == "FAILED"
+    # a finished run never moves back; only force (a user's, never a run token's) may
+    status, refused = await api(
+        "POST", "flow_runs", old["id"], "set_state", body={"state": state(AwaitingRetry())}
+    )
+    assert status == 200 and refused["status"] == "REJECT"
+    status, _ = await api("POST", "flow_runs", str(uuid4()), "retry", body={})
+    assert status == 404
+
+
+async def test_http_client_cancel_and_retry_mirror_the_lifecycle(
+    api: Api, jp_serverapp: Any, http_server_client: Any, jp_http_port: int
+) -> None:
+    import asyncio
+
+    from nbflow.client.http import HTTPClient
+    from nbflow.exceptions import TransitionRejected
+
+    _, flow = await api(
+        "POST", "flows", body={"name": "typed", "parameters_schema": TWO_PARAMETERS}
+    )
+    _, run = await api("POST", "flow_runs", body={"flow_id": flow["id"], "mode": "batch"})
+    url = f"http://127.0.0.1:{jp_http_port}{jp_serverapp.base_url}nbflow/api/v1"
+    client = HTTPClient(url, token=jp_serverapp.identity_provider.token)
+    loop = asyncio.get_running_loop()
+    try:
+        result = await loop.run_in_executor(
+            None, lambda: client.cancel_flow_run(run["id"], message="no longer needed")
+        )
+        assert result.state is not None and result.state.type.value == "CANCELLED"
+        with pytest.raises(TransitionRejected):
+            await loop.run_in_executor(None, lambda: client.cancel_flow_run(run["id"]))
+        retried = await loop.run_in_executor(
+            None, lambda: client.retry_flow_run(run["id"], parameters={"n": 1})
+        )
+        assert str(retried.retry_of) == run["id"] and retried.parameters == {"n": 1}
+    finally:
+        client.close()
+
+
 async def test_update_heartbeat_delete(api: Api) -> None:
     flow = await _flow(api)
     _, run = await api("POST", "flow_runs", body={"flow_id": flow["id"]})
@@ -183,9 +325,10 @@ async def test_output_notebook(api: Api, jp_root_dir: Path) -> None:
     assert "".join(nb["cells"][0]["source"]) == "w"
     _, arts = await api("GET", "artifacts", params={"flow_run_id": rid})
     assert [a["key"] for a in arts["items"]] == ["output"]
-    # A partial output recorded locally: its data is a marker, the notebook is at the uri.
-    (jp_root_dir / "partial.ipynb").write_text(json.dumps(make_notebook(["p = 1"])))
-    marker = {**artifact, "data": {"partial": True}, "uri": "partial.ipynb"}
+    # A partial output recorded locally: its data is a marker, the notebook is at the uri
+    # (the run's own output file, named <run id>.ipynb: docs/security.md).
+    (jp_root_dir / f"{rid}.ipynb").write_text(json.dumps(make_notebook(["p = 1"])))
+    marker = {**artifact, "data": {"partial": True}, "uri": f"{rid}.ipynb"}
     assert (await api("POST", "artifacts", body=marker))[0] == 201
     _, nb = await api("GET", "flow_runs", rid, "output")
     assert "".join(nb["cells"][0]["source"]) == "p = 1"

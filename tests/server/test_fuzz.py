@@ -1,10 +1,12 @@
 """Fuzz every operation of the served OpenAPI document with schemathesis (a live server).
 
-A real ``nbflow server`` (subprocess, its own SQLite store, services off) serves the API;
-schemathesis reads ``/openapi.json`` from it and sends ~25 generated requests per operation,
+A real ``nbflow server`` (subprocess, services off) serves the API, once on SQLite and once
+on PostgreSQL (whose text refuses NUL, which the generators love); schemathesis reads
+``/openapi.json`` from it and sends ``MAX_EXAMPLES`` generated requests per operation,
 authenticated with the server's token, first valid (positive) then schema-breaking
 (negative) ones.  Every answer must be no 5xx, and a response whose status the document
-describes must match its schema and content type.
+describes must match its schema and content type.  The examples are derandomized and
+bounded so that the whole module stays within a few minutes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
+from tests.databases import BACKENDS, database_url
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.slow
@@ -26,9 +29,12 @@ pytestmark = pytest.mark.slow
 MAX_EXAMPLES = 25
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with LiveServer(tmp_path_factory.mktemp("fuzz")) as server:
+@pytest.fixture(scope="module", params=BACKENDS)
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    base = tmp_path_factory.mktemp(f"fuzz-{request.param}")
+    with database_url(request.param, base) as url, LiveServer(base, db_url=url) as server:
         yield server
 
 

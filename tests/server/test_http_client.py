@@ -19,7 +19,13 @@ from pydantic import BaseModel
 from nbflow.client.base import Client
 from nbflow.client.embedded import EmbeddedClient
 from nbflow.client.http import APIError, HTTPClient
-from nbflow.exceptions import FlowRunNotFound, NotFound, ObjectAlreadyExists, ValidationError
+from nbflow.exceptions import (
+    FlowRunNotFound,
+    NotFound,
+    ObjectAlreadyExists,
+    TransitionRejected,
+    ValidationError,
+)
 from nbflow.schemas import (
     Artifact,
     DeploymentCreate,
@@ -68,8 +74,12 @@ def normalize(value: Any, names: dict[str, str]) -> Any:
 def scenario(client: Client) -> list[Any]:
     """Exercise every Client method; return what each call answered."""
     out: list[Any] = []
-    flow = client.create_flow(Flow(name="sales", tags=["t"]))
-    out += [flow, client.create_flow(Flow(name="sales", description="v2"))]
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "x": {"type": "array"}}}
+    flow = client.create_flow(Flow(name="sales", tags=["t"], parameters_schema=schema))
+    out += [
+        flow,
+        client.create_flow(Flow(name="sales", description="v2", parameters_schema=schema)),
+    ]
     out += [client.read_flow(flow.id), client.read_flow_by_name("sales"), client.read_flows()]
     dep = client.create_deployment(
         DeploymentCreate(
@@ -92,6 +102,7 @@ def scenario(client: Client) -> list[Any]:
             deployment_id=dep.id,
             state=Scheduled(),
             idempotency_key="k1",
+            mode="batch",
         )
     )
     out.append(run)
@@ -137,6 +148,13 @@ def scenario(client: Client) -> list[Any]:
     out.append(client.set_flow_run_state(run.id, Completed()))
     out.append(client.set_flow_run_state(run.id, Running()))
     out.append(client.read_flow_run_states(run.id))
+    # the lifecycle's cancel and retry, the same through both clients
+    out.append(client.cancel_flow_run(other.id, message="not needed"))
+    try:
+        client.cancel_flow_run(run.id)
+    except TransitionRejected:
+        out.append("TransitionRejected")
+    out.append(client.retry_flow_run(run.id, parameters={"a": 2}))
     out.append(client.read_flow_runs())
     out.append(client.read_flow_runs(FlowRunFilter(state_types=[StateType.COMPLETED])))
     out.append(client.read_flow_runs(FlowRunFilter(deployment_ids=[dep.id], limit=1)))
@@ -217,7 +235,7 @@ def test_unreachable_server_is_an_nbflow_error(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with HTTPClient(f"http://127.0.0.1:{port}/nbflow/api/v1", retries=0) as client:
+    with HTTPClient(f"http://127.0.0.1:{port}/nbflow/api/v1", retries=0, retry_seconds=0) as client:
         with pytest.raises(APIError) as err:
             client.read_flows()
     assert err.value.status_code == 0 and "cannot reach" in str(err.value)

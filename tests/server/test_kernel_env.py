@@ -13,13 +13,19 @@ from tests.server.helpers import Api
 
 
 @pytest.fixture
-def jp_server_config(tmp_path: Path) -> dict[str, Any]:
+def autoload() -> bool:
+    return True
+
+
+@pytest.fixture
+def jp_server_config(tmp_path: Path, autoload: bool) -> dict[str, Any]:
     return {
         "ServerApp": {"jpserver_extensions": {"nbflow_server": True}},
         "NbflowApp": {
             "db_url": f"sqlite:///{tmp_path / 'nbflow.db'}",
             "secret_file": str(tmp_path / "secret"),
             "services_enabled": False,
+            "kernel_autoload": autoload,
         },
     }
 
@@ -81,3 +87,42 @@ async def test_kernel_gets_api_url_and_token_and_reports_here(
     status, flows = await api("GET", "flows", params={"name": "from-a-kernel"})
     assert status == 200
     assert [f["name"] for f in flows["items"]] == ["from-a-kernel"]
+
+
+@pytest.mark.slow
+async def test_a_fresh_kernel_has_nbflow_loaded_and_knows_its_id(
+    jp_fetch: Any, jp_serverapp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NBFLOW__KERNEL_ID", raising=False)
+    response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+    kernel_id = json.loads(response.body)["id"]
+    try:
+        code = (
+            "import os\n"
+            "ip = get_ipython()\n"
+            "print(ip.find_cell_magic('flow') is not None, ip.find_cell_magic('task') is not None)\n"
+            "print(os.environ.get('NBFLOW__KERNEL_ID'))\n"
+        )
+        out = await _run_code(jp_serverapp, kernel_id, code)
+        # A notebook's own %load_ext nbflow cell stays silent.
+        quiet = await _run_code(jp_serverapp, kernel_id, "%load_ext nbflow")
+    finally:
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    magics, env_id = out.strip().splitlines()[:2]
+    assert magics == "True True"
+    assert env_id == kernel_id
+    assert quiet == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("autoload", [False])
+async def test_autoload_can_be_turned_off(jp_fetch: Any, jp_serverapp: Any, autoload: bool) -> None:
+    response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+    kernel_id = json.loads(response.body)["id"]
+    try:
+        out = await _run_code(
+            jp_serverapp, kernel_id, "print(get_ipython().find_cell_magic('flow') is None)"
+        )
+    finally:
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    assert out.strip() == "True"

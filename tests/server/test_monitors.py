@@ -156,21 +156,6 @@ def test_startup_reconciliation_keeps_live_processes_and_crashes_dead_ones(
     assert "never started" in message
 
 
-def test_cancelling_kills_the_process_then_cancels(
-    monitor: Monitor, nbflow_app: NbflowApp, sleeper: subprocess.Popen[bytes]
-) -> None:
-    client = nbflow_app.client
-    run = _run(client, state=Running())
-    client.update_flow_run(run.id, infrastructure_id=f"{socket.gethostname()}:{sleeper.pid}")
-    client.set_flow_run_state(run.id, Cancelling())
-    monitor.check_cancelling(now())
-    monitor.close()  # waits for the kill
-    kind, _, message = _state(client, run)
-    assert kind is StateType.CANCELLED
-    assert "process was stopped" in message
-    assert probe_subprocess(f"{socket.gethostname()}:{sleeper.pid}") is False
-
-
 def test_cancelling_without_process_and_cancel_timeout(
     monitor: Monitor, nbflow_app: NbflowApp
 ) -> None:

@@ -90,7 +90,8 @@ def store(tmp_path: Path) -> Any:
 
 
 def test_schedule_deployments_creates_runs_once(store: EmbeddedClient) -> None:
-    flow = store.create_flow(Flow(name="daily"))
+    schema = {"type": "object", "properties": {"region": {"type": "string", "default": "US"}}}
+    flow = store.create_flow(Flow(name="daily", parameters_schema=schema))
     dep = store.create_deployment(
         DeploymentCreate(
             flow_id=flow.id,
@@ -111,10 +112,8 @@ def test_schedule_deployments_creates_runs_once(store: EmbeddedClient) -> None:
         )
     )
     at = utc(2026, 6, 1, 10, 10)
-    defaults = {"docker": {"image": "python:3.12", "env": {"B": "2"}}}
-    created = schedule_deployments(
-        store, at=at, horizon=timedelta(hours=2), runner_defaults=defaults
-    )
+    lifecycle = store.lifecycle
+    created = schedule_deployments(lifecycle, at=at, horizon=timedelta(hours=2))
     assert hm([r.expected_start_time for r in created]) == [  # type: ignore[misc]
         "06-01 10:30", "06-01 11:00", "06-01 11:30", "06-01 12:00",
     ]  # fmt: skip
@@ -122,12 +121,15 @@ def test_schedule_deployments_creates_runs_once(store: EmbeddedClient) -> None:
     assert run.deployment_id == dep.id and run.state and run.state.type == "SCHEDULED"
     assert run.idempotency_key == "scheduled:2026-06-01T10:30:00+00:00"
     assert run.parameters == {"region": "EU"} and run.runner == "docker" and run.mode == "batch"
-    assert run.job_variables == {"image": "python:3.12", "env": {"A": "1"}}
+    # the run's own job variables: the deployment's and the runner's are merged at claim time
+    assert run.job_variables == {}
     assert "auto-scheduled" in run.tags
 
     # Passes again, later, and overlapping: no duplicates, only the new times.
-    assert schedule_deployments(store, at=at, horizon=timedelta(hours=2)) == []
-    later = schedule_deployments(store, at=at + timedelta(minutes=30), horizon=timedelta(hours=2))
+    assert schedule_deployments(lifecycle, at=at, horizon=timedelta(hours=2)) == []
+    later = schedule_deployments(
+        lifecycle, at=at + timedelta(minutes=30), horizon=timedelta(hours=2)
+    )
     assert hm([r.expected_start_time for r in later]) == ["06-01 12:30"]  # type: ignore[misc]
     assert store.count_flow_runs(FlowRunFilter(deployment_ids=[dep.id])) == 5
     assert store.count_flow_runs(FlowRunFilter(deployment_ids=[paused.id])) == 0
@@ -144,7 +146,7 @@ async def test_api_refuses_bad_schedules_and_drops_runs_of_old_schedules(
     assert status == 400 and body["errors"][0]["field"] == "body.schedules.0.cron"
     _, dep = await api("POST", "deployments", body={**base, "schedules": [{"cron": "0 * * * *"}]})
     loop = asyncio.get_running_loop()
-    created = await loop.run_in_executor(None, lambda: schedule_deployments(nbflow_app.client))
+    created = await loop.run_in_executor(None, lambda: schedule_deployments(nbflow_app.lifecycle))
     assert len(created) == 1
     _, manual = await api("POST", "deployments", dep["id"], "runs", body={})
     status, _ = await api(

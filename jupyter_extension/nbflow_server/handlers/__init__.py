@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nbflow_server.handlers import (
     artifacts,
+    claims,
     deployments,
     events,
     flow_runs,
@@ -24,9 +25,11 @@ ROUTES: list[Route] = [
     Route(f"/deployments/(?P<deployment_id>{ID})", deployments.DeploymentHandler),
     Route(f"/deployments/(?P<deployment_id>{ID})/runs", deployments.DeploymentRunsHandler),
     Route("/flow_runs", flow_runs.FlowRunsHandler),
+    Route("/flow_runs/claim", claims.FlowRunClaimHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})", flow_runs.FlowRunHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/set_state", flow_runs.FlowRunSetStateHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/cancel", flow_runs.FlowRunCancelHandler),
+    Route(f"/flow_runs/(?P<flow_run_id>{ID})/retry", flow_runs.FlowRunRetryHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/heartbeat", flow_runs.FlowRunHeartbeatHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/token", flow_runs.FlowRunTokenHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/states", flow_runs.FlowRunStatesHandler),
@@ -38,6 +41,8 @@ ROUTES: list[Route] = [
     Route("/logs", logs.LogsHandler),
     Route("/logs/batch", logs.LogBatchHandler),
     Route("/artifacts", artifacts.ArtifactsHandler),
+    Route("/concurrency_limits", claims.ConcurrencyLimitsHandler),
+    Route(f"/concurrency_limits/(?P<key>{ID})", claims.ConcurrencyLimitHandler),
     Route("/events", events.EventsHandler),
     Route("/openapi.json", openapi.OpenAPIHandler),
     Route("/schedules/preview", panel.SchedulePreviewHandler),

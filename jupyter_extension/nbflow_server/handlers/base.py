@@ -3,7 +3,8 @@
 Every endpoint method is wrapped by :func:`endpoint`, which
 
 - with a run token (``Authorization: token nbflow-run.<id>.<sig>``) lets the call through
-  only when the endpoint allows run tokens and the run it touches is the token's run;
+  only when :data:`~nbflow_server.capabilities.CAPABILITIES` lists the endpoint, the
+  token's run exists and has not ended, and the run it touches is the token's run;
 - otherwise requires a Jupyter user (``tornado.web.authenticated``) authorized for the
   ``nbflow`` resource (``jupyter_server.auth.authorized``);
 - maps errors to HTTP once: pydantic and nbflow validation errors → 400 naming the field,
@@ -16,24 +17,27 @@ Every endpoint method is wrapped by :func:`endpoint`, which
 from __future__ import annotations
 
 import asyncio
-import enum
 import functools
 import json
 import types
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
 import pydantic
+import sqlalchemy.exc
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
-from tornado import web
+from tornado import iostream, web
 
 from nbflow.client.base import Client
 from nbflow.exceptions import NotFound, ObjectAlreadyExists, TransitionRejected, ValidationError
+from nbflow.schemas import FlowRun
+from nbflow_server.capabilities import RunAccess, capability_of, expired_reason
+from nbflow_server.handlers.models import LogBatch, TaskRunBatch
 from nbflow_server.paths import PathOutsideRoot
 from nbflow_server.tokens import RUN_TOKEN_PREFIX
 
@@ -51,17 +55,6 @@ AUTH_RESOURCE = "nbflow"
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 T = TypeVar("T")
-
-
-class RunAccess(enum.Enum):
-    """What a run token may do with an endpoint."""
-
-    #: Refused: only the user's Jupyter token opens it.
-    NONE = "none"
-    #: Allowed when the ``flow_run_id`` in the path is the token's run.
-    PATH = "path"
-    #: Allowed; the handler checks the objects it touches with ``require_run_scope``.
-    CHECKED = "checked"
 
 
 @dataclass(frozen=True)
@@ -114,14 +107,16 @@ def _map_error(exc: Exception, where: str) -> ApiError | None:
 
 
 _INT64 = 2**63
+#: Bodies whose text the store escapes (NUL → U+FFFD) instead of refusing.
+_ESCAPED_BATCHES = (LogBatch, TaskRunBatch)
 
 
-def _big_int_path(data: Any, path: str) -> str | None:
-    """Return the dotted path of the first integer in JSON data beyond 64 bits."""
+def _big_int_path(data: Any, path: str, bound: int = _INT64) -> str | None:
+    """Return the dotted path of the first integer in JSON data beyond ``bound`` (64 bits)."""
     if isinstance(data, bool):
         return None
     if isinstance(data, int):
-        return None if -_INT64 <= data < _INT64 else path
+        return None if -bound <= data < bound else path
     items: Any = (
         data.items()
         if isinstance(data, dict)
@@ -130,33 +125,87 @@ def _big_int_path(data: Any, path: str) -> str | None:
         else ()
     )
     for key, value in items:
-        found = _big_int_path(value, f"{path}.{key}")
+        found = _big_int_path(value, f"{path}.{key}", bound)
         if found is not None:
             return found
     return None
 
 
-def _out_of_range(handler: web.RequestHandler) -> ApiError:
-    """Return the 400 of a number too large to store, naming the field when it can be found."""
-    field: str | None = None
+def _out_of_range_field(handler: web.RequestHandler, bound: int) -> str | None:
     for name, values in handler.request.query_arguments.items():
         for raw in values:
             try:
-                field = _big_int_path(int(raw), f"query.{name}")
+                field = _big_int_path(int(raw), f"query.{name}", bound)
             except ValueError:
                 continue
             if field:
-                break
-        if field:
-            break
-    if field is None and handler.request.body:
+                return field
+    if handler.request.body:
         try:
-            field = _big_int_path(json.loads(handler.request.body), "body")
+            return _big_int_path(json.loads(handler.request.body), "body", bound)
         except ValueError:
             pass
-    problem = "is out of range (integers must fit in 64 bits; durations and times in a year 9999)"
+    return None
+
+
+def _out_of_range(handler: web.RequestHandler) -> ApiError:
+    """Return the 400 of a number too large to store, naming the field when it can be found.
+
+    Counts and keys are 64-bit integers (some PostgreSQL columns, such as log levels and
+    run counts, 32-bit): the first integer beyond 64 bits, else beyond 32, is named.
+    """
+    field = _out_of_range_field(handler, _INT64) or _out_of_range_field(handler, 2**31)
+    problem = (
+        "is out of range (integers must fit in 64 bits, counts and levels in 32; "
+        "durations and times in a year 9999)"
+    )
     field = field or "request"
     return ApiError(400, f"{field} {problem}", [{"field": field, "problem": problem}])
+
+
+def _nested_deeper(data: Any, limit: int) -> bool:
+    """Return True when JSON data nests lists/objects deeper than ``limit`` (no recursion)."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        )
+        if children is None:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _refuse_nul(model: pydantic.BaseModel, path: str) -> None:
+    """Refuse (400) a NUL in a text field of ``model``, of the models and lists it holds.
+
+    PostgreSQL text cannot hold NUL, so a name, path or key with one would be a 500 on the
+    store.  Log and task-run batches are not refused: the store's batch writer escapes
+    them, one odd line never losing the batch.  JSON fields (dicts) hold NUL fine.
+    """
+    if isinstance(model, _ESCAPED_BATCHES):
+        return
+    for name in model.model_fields_set:
+        _refuse_nul_in(getattr(model, name, None), f"{path}.{name}")
+
+
+def _refuse_nul_in(value: Any, path: str) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValidationError(
+            path, value, "contains a NUL character (\\x00), which it cannot hold", "remove it"
+        )
+    if isinstance(value, pydantic.BaseModel):
+        _refuse_nul(value, path)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_nul_in(item, f"{path}.{i}")
+
+
+def _is_nul_error(exc: BaseException) -> bool:
+    return "NUL (0x00)" in str(exc) or "0x00" in str(getattr(exc, "orig", ""))
 
 
 def _is_list_field(annotation: Any) -> bool:
@@ -176,13 +225,21 @@ def endpoint(
     query: type[pydantic.BaseModel] | None = None,
     response: type[pydantic.BaseModel] | None = None,
     status: int = 200,
-    run_access: RunAccess = RunAccess.NONE,
     raw_response: str | None = None,
 ) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]]:
-    """Declare an endpoint method: its auth, its models and its error mapping."""
-    spec = EndpointSpec(action, summary, body, query, response, status, run_access, raw_response)
+    """Declare an endpoint method: its auth, its models and its error mapping.
+
+    What a run token may do with it is not declared here but looked up by the method's
+    ``Handler.method`` name in :data:`~nbflow_server.capabilities.CAPABILITIES`.
+    """
 
     def wrap(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        capability = capability_of(method.__qualname__)
+        run_access = capability.access if capability is not None else RunAccess.NONE
+        spec = EndpointSpec(
+            action, summary, body, query, response, status, run_access, raw_response
+        )
+
         async def mapped(self: NbflowHandler, *args: Any, **kwargs: Any) -> None:
             try:
                 await method(self, *args, **kwargs)
@@ -191,6 +248,17 @@ def endpoint(
             except OverflowError as exc:
                 # A number the store (64-bit integers) or datetime cannot hold: the input's fault.
                 raise _out_of_range(self) from exc
+            except sqlalchemy.exc.DataError as exc:
+                # PostgreSQL's word for the same: a number beyond its column, or a NUL in a
+                # text it was asked to compare (a query) that no model check caught.
+                if _is_nul_error(exc):
+                    problem = "contains a NUL character (\\x00), which the store cannot hold"
+                    raise ApiError(
+                        400, f"request {problem}", [{"field": "request", "problem": problem}]
+                    ) from exc
+                if "out of range" in str(exc):
+                    raise _out_of_range(self) from exc
+                raise
             except Exception as exc:
                 error = _map_error(exc, "request")
                 if error is None:
@@ -206,14 +274,18 @@ def endpoint(
             if self.run_scope is None:
                 await as_user(self, *args, **kwargs)
                 return
-            if spec.run_access is RunAccess.NONE:
+            if capability is None:
                 raise ApiError(
                     403,
                     "a run token may only report on its own run; this endpoint needs the "
-                    "user's Jupyter token",
+                    "user's Jupyter token (docs/security.md lists what a run token may do)",
                 )
-            if spec.run_access is RunAccess.PATH:
-                self.require_run_scope(self.parse_uuid("flow_run_id", kwargs["flow_run_id"]))
+            if capability.access is RunAccess.PATH and kwargs["flow_run_id"] != str(self.run_scope):
+                self.require_run_scope(None)
+            self.token_run = await self._read_token_run(self.run_scope)
+            reason = expired_reason(self.token_run)
+            if reason is not None and not capability.replayable:
+                raise ApiError(403, reason)
             await mapped(self, *args, **kwargs)
 
         # Authentication is done above (user or run token), so let prepare() through.
@@ -224,11 +296,15 @@ def endpoint(
     return wrap
 
 
+@web.stream_request_body  # bodies are collected by data_received, up to max_body_bytes
 class NbflowHandler(ExtensionHandlerMixin, APIHandler):
     """Base of every nbflow REST handler."""
 
     auth_resource = AUTH_RESOURCE
+    #: The flow run of the request's run token (None: a user's request).
     run_scope: UUID | None = None
+    #: That run, read when the request was authorized (None: a user's request).
+    token_run: FlowRun | None = None
 
     # -- authentication ----------------------------------------------------------------
     def _bearer(self) -> str | None:
@@ -259,6 +335,35 @@ class NbflowHandler(ExtensionHandlerMixin, APIHandler):
         if self.run_scope is not None and flow_run_id != self.run_scope:
             raise ApiError(403, f"this run token is for flow run {self.run_scope} only")
 
+    async def require_own_task_runs(self, task_run_ids: Iterable[UUID | None]) -> set[UUID]:
+        """With a run token, refuse (403) a task-run id another run owns; return the stored ones.
+
+        An id not stored yet is no one else's (logs may arrive before their task run), so
+        it passes; the caller decides whether it must exist.
+        """
+        ids = {t for t in task_run_ids if t is not None}
+        if self.run_scope is None or not ids:
+            return set()
+        owners = await self.call(self.client.read_task_run_owners, ids)
+        for task_run_id, owner in sorted(owners.items(), key=lambda item: str(item[0])):
+            if owner != self.run_scope:
+                whose = f"flow run {owner}" if owner is not None else "no flow run"
+                raise ApiError(
+                    403,
+                    f"task run {task_run_id} belongs to {whose}, not to this run token's "
+                    f"flow run {self.run_scope}; a run token never moves a task run",
+                )
+        return set(owners)
+
+    async def _read_token_run(self, flow_run_id: UUID) -> FlowRun:
+        """Return the token's run; 403 when it no longer exists (its token opens nothing)."""
+        try:
+            return await self.call(self.client.read_flow_run, flow_run_id)
+        except NotFound:
+            raise ApiError(
+                403, f"flow run {flow_run_id} no longer exists: its run token opens nothing"
+            ) from None
+
     # -- access to the app -------------------------------------------------------------
     @property
     def nbflow(self) -> Any:
@@ -281,6 +386,45 @@ class NbflowHandler(ExtensionHandlerMixin, APIHandler):
         self.nbflow.event_bus.publish(event)
 
     # -- parsing -----------------------------------------------------------------------
+    _body: bytearray | None = None
+
+    def data_received(self, chunk: bytes) -> None:
+        """Collect the request body; refuse (413) one over the limit before it is whole.
+
+        Tornado streams the body here chunk by chunk (``stream_request_body``), so a body
+        too large is refused after at most ``max_body_bytes`` were read, not buffered whole.
+        """
+        if self._finished:
+            return  # already refused: tornado drops the rest and closes the connection
+        limit = int(self.nbflow.max_body_bytes)
+        if self._body is None:
+            declared = self.request.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > limit:
+                self._refuse_body(limit)
+                return
+            self._body = bytearray()
+            self.request.body = self._body  # type: ignore[assignment]  # bytes-like, grows
+        if len(self._body) + len(chunk) > limit:
+            self._refuse_body(limit)
+            return
+        self._body += chunk
+
+    def _refuse_body(self, limit: int) -> None:
+        self._body = None
+        self.request.body = b""
+        problem = f"is larger than this server's limit of {limit} bytes"
+        error = ApiError(
+            413,
+            f"body {problem} (c.NbflowApp.max_body_bytes)",
+            [{"field": "body", "problem": problem}],
+        )
+        self.send_error(413, exc_info=(ApiError, error, None))
+        # The method must not run on a partial body: end the wait for the rest of it.
+        waiting = self.request._body_future
+        if not waiting.done():
+            waiting.set_exception(iostream.StreamClosedError())
+            waiting.exception()
+
     def parse_uuid(self, field: str, value: str) -> UUID:
         """Parse a path or query id, naming the field when it is not a UUID."""
         try:
@@ -291,14 +435,23 @@ class NbflowHandler(ExtensionHandlerMixin, APIHandler):
     def parse_body(self, model: type[M]) -> M:
         """Validate the JSON body against ``model`` (errors name ``body.<field>``)."""
         raw = self.request.body or b"{}"
+        limit = int(self.nbflow.max_json_depth)
+        fix = f"nest lists and objects at most {limit} deep (c.NbflowApp.max_json_depth)"
         try:
             data = json.loads(raw)
         except ValueError as exc:
-            raise ValidationError("body", raw[:80], f"is not JSON ({exc})") from None
+            raise ValidationError("body", bytes(raw[:80]), f"is not JSON ({exc})") from None
+        except RecursionError:
+            problem = f"is nested deeper than {limit}"
+            raise ValidationError("body", bytes(raw[:80]), problem, fix) from None
+        if _nested_deeper(data, limit):
+            raise ValidationError("body", bytes(raw[:80]), f"is nested deeper than {limit}", fix)
         try:
-            return model.model_validate(data)
+            parsed = model.model_validate(data)
         except pydantic.ValidationError as exc:
             raise _map_error(exc, "body") from exc  # type: ignore[misc]
+        _refuse_nul(parsed, "body")
+        return parsed
 
     def parse_query(self, model: type[M]) -> M:
         """Validate the query string against ``model`` (repeat a key for a list field)."""
@@ -323,9 +476,11 @@ class NbflowHandler(ExtensionHandlerMixin, APIHandler):
                 f"use one of: {', '.join(model.model_fields)}",
             )
         try:
-            return model.model_validate(data)
+            parsed = model.model_validate(data)
         except pydantic.ValidationError as exc:
             raise _map_error(exc, "query") from exc  # type: ignore[misc]
+        _refuse_nul(parsed, "query")
+        return parsed
 
     def changes_of(self, update: pydantic.BaseModel, *, nullable: set[str]) -> dict[str, Any]:
         """Return the fields a partial update sets; null only where ``nullable`` allows."""

@@ -9,17 +9,17 @@ import nbformat
 from jupyter_core.utils import ensure_async
 
 from nbflow.exceptions import ValidationError
+from nbflow.parameters import validate_parameters
 from nbflow.runners import available_runners
-from nbflow.schemas import Deployment, DeploymentCreate, FlowRun, FlowRunCreate, FlowRunFilter
-from nbflow.states import Scheduled, StateType
-from nbflow_server.handlers.base import NbflowHandler, RunAccess, endpoint, flow_run_event
+from nbflow.schemas import Deployment, DeploymentCreate, FlowRun, FlowRunFilter
+from nbflow.states import StateType
+from nbflow_server.handlers.base import NbflowHandler, endpoint, flow_run_event
 from nbflow_server.handlers.models import (
     DeploymentList,
     DeploymentQuery,
     DeploymentUpdate,
     RunDeploymentRequest,
 )
-from nbflow_server.parameters import check_parameters
 from nbflow_server.paths import confine_path
 from nbflow_server.services.scheduler import SCHEDULED_KEY_PREFIX, check_schedule
 
@@ -97,7 +97,7 @@ class DeploymentsHandler(NbflowHandler):
         if "runner" not in create.model_fields_set:
             changes["runner"] = self.nbflow.default_runner
         flow = await self.call(self.client.read_flow, create.flow_id)
-        check_parameters(
+        validate_parameters(
             flow.parameters_schema,
             create.parameters,
             field="body.parameters",
@@ -128,7 +128,6 @@ class DeploymentHandler(NbflowHandler):
         "read",
         "Read a deployment with its notebook snapshot",
         response=Deployment,
-        run_access=RunAccess.CHECKED,
     )
     async def get(self, deployment_id: str) -> None:
         did = self.parse_uuid("deployment_id", deployment_id)
@@ -154,7 +153,7 @@ class DeploymentHandler(NbflowHandler):
         if update.parameters is not None:
             current = await self.call(self.client.read_deployment, did)
             flow = await self.call(self.client.read_flow, current.flow_id)
-            check_parameters(
+            validate_parameters(
                 flow.parameters_schema,
                 update.parameters,
                 field="body.parameters",
@@ -198,25 +197,18 @@ class DeploymentRunsHandler(NbflowHandler):
         did = self.parse_uuid("deployment_id", deployment_id)
         request = self.parse_body(RunDeploymentRequest)
         deployment = await self.call(self.client.read_deployment, did)
-        flow = await self.call(self.client.read_flow, deployment.flow_id)
-        parameters = {**deployment.parameters, **request.parameters}
-        check_parameters(
-            flow.parameters_schema, parameters, field="body.parameters", flow_name=flow.name
-        )
-        defaults = self.nbflow.runner_defaults.get(deployment.runner, {})
-        create = FlowRunCreate(
-            flow_id=deployment.flow_id,
-            deployment_id=deployment.id,
+        # The lifecycle merges the deployment's parameters under the request's and validates
+        # them (400 naming body.parameters.<name>); job variables are merged at claim time.
+        run = await self.call(
+            self.nbflow.lifecycle.run_deployment,
+            deployment,
+            parameters=request.parameters,
+            scheduled_time=request.scheduled_time,
             name=request.name,
-            parameters=parameters,
-            job_variables={**defaults, **deployment.job_variables, **request.job_variables},
-            runner=deployment.runner,
-            tags=[*deployment.tags, *request.tags],
-            state=Scheduled(scheduled_time=request.scheduled_time),
+            tags=request.tags,
+            job_variables=request.job_variables,
             idempotency_key=request.idempotency_key,
-            notebook_path=deployment.notebook_path,
-            mode="batch",
+            field="body.parameters",
         )
-        run = await self.call(self.client.create_flow_run, create)
         self.publish(flow_run_event(run))
         self.write_model(run, status=201)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from nbflow.exceptions import NotFound, TransitionRejected
+from nbflow.exceptions import NotFound, ValidationError
 from nbflow.schemas import (
     FlowRun,
     FlowRunCreate,
@@ -17,23 +17,29 @@ from nbflow.schemas import (
     TaskRunFilter,
 )
 from nbflow.settings import get_settings
-from nbflow.states import Cancelled, Cancelling, StateType
+from nbflow.states import StateType
+from nbflow_server.capabilities import (
+    check_proposal,
+    check_update,
+    is_own_output,
+)
 from nbflow_server.handlers.base import (
+    ApiError,
     NbflowHandler,
-    RunAccess,
     endpoint,
     flow_run_event,
 )
 from nbflow_server.handlers.models import (
+    CancelRequest,
     FlowRunGraph,
     FlowRunPage,
     FlowRunUpdate,
     GraphEdge,
+    RetryRequest,
     RunToken,
     SetStateRequest,
     StateList,
 )
-from nbflow_server.parameters import check_parameters
 from nbflow_server.paths import confine_path
 
 __all__ = [
@@ -42,13 +48,11 @@ __all__ = [
     "FlowRunHandler",
     "FlowRunHeartbeatHandler",
     "FlowRunOutputHandler",
+    "FlowRunRetryHandler",
     "FlowRunSetStateHandler",
     "FlowRunStatesHandler",
     "FlowRunsHandler",
 ]
-
-#: States in which nothing has been launched yet, so cancelling is immediate.
-_NOT_STARTED = {StateType.SCHEDULED, StateType.PAUSED}
 
 
 class FlowRunsHandler(NbflowHandler):
@@ -71,20 +75,19 @@ class FlowRunsHandler(NbflowHandler):
     )
     async def post(self) -> None:
         create = self.parse_body(FlowRunCreate)
-        if create.notebook_path is not None:
+        # A run created already claimed (Pending) is executed by its creator (`nbflow run`
+        # on the user's machine), never by this server: its path is the creator's own.
+        self_claimed = create.state is not None and create.state.type is StateType.PENDING
+        if create.notebook_path is not None and not self_claimed:
             path = confine_path(
                 self.serverapp.root_dir, create.notebook_path, field="body.notebook_path"
             )
             create = create.model_copy(update={"notebook_path": path})
-        flow = await self.call(self.client.read_flow, create.flow_id)
-        check_parameters(
-            flow.parameters_schema, create.parameters, field="body.parameters", flow_name=flow.name
+        # The lifecycle validates the parameters (400 naming body.parameters.<name>) and
+        # picks the default runner; the run keeps its own job variables (merged at claim).
+        run = await self.call(
+            self.nbflow.lifecycle.create_flow_run, create, field="body.parameters"
         )
-        if create.mode == "batch" and create.runner is None:
-            runner = self.nbflow.default_runner
-            job_variables = {**self.nbflow.runner_defaults.get(runner, {}), **create.job_variables}
-            create = create.model_copy(update={"runner": runner, "job_variables": job_variables})
-        run = await self.call(self.client.create_flow_run, create)
         if run.state is not None:
             self.publish(flow_run_event(run))
         self.write_model(run, status=201)
@@ -93,7 +96,7 @@ class FlowRunsHandler(NbflowHandler):
 class FlowRunHandler(NbflowHandler):
     """``/flow_runs/{flow_run_id}``."""
 
-    @endpoint("read", "Read a flow run", response=FlowRun, run_access=RunAccess.PATH)
+    @endpoint("read", "Read a flow run", response=FlowRun)
     async def get(self, flow_run_id: str) -> None:
         rid = self.parse_uuid("flow_run_id", flow_run_id)
         self.write_model(await self.call(self.client.read_flow_run, rid))
@@ -103,12 +106,16 @@ class FlowRunHandler(NbflowHandler):
         "Set non-state fields: name, tags, job variables, infrastructure id, output path",
         body=FlowRunUpdate,
         response=FlowRun,
-        run_access=RunAccess.PATH,
     )
     async def patch(self, flow_run_id: str) -> None:
         rid = self.parse_uuid("flow_run_id", flow_run_id)
         update = self.parse_body(FlowRunUpdate)
         changes = self.changes_of(update, nullable={"infrastructure_id", "output_path"})
+        if self.token_run is not None:
+            refused = check_update(self.token_run, changes)
+            if refused is not None:
+                field, why = refused
+                raise ApiError(403, why, [{"field": field, "problem": why}])
         self.write_model(await self.call(self.client.update_flow_run, rid, **changes))
 
     @endpoint("write", "Delete a flow run with its task runs, logs and artifacts", status=204)
@@ -126,11 +133,14 @@ class FlowRunSetStateHandler(NbflowHandler):
         "Propose a state through the orchestration gate; answers ACCEPT/REJECT/WAIT/ABORT",
         body=SetStateRequest,
         response=OrchestrationResult,
-        run_access=RunAccess.PATH,
     )
     async def post(self, flow_run_id: str) -> None:
         rid = self.parse_uuid("flow_run_id", flow_run_id)
         request = self.parse_body(SetStateRequest)
+        if self.token_run is not None:
+            why = check_proposal(self.token_run, request.state, force=request.force)
+            if why is not None:
+                raise ApiError(403, why, [{"field": "body.state", "problem": why}])
         result = await self.call(
             self.client.set_flow_run_state, rid, request.state, force=request.force
         )
@@ -144,25 +154,42 @@ class FlowRunCancelHandler(NbflowHandler):
 
     @endpoint(
         "execute",
-        "Cancel a flow run: Cancelled if it has not started, else Cancelling (the runner stops it)",
+        "Cancel a flow run: Cancelled if it has not started, else Cancelling (its owner stops "
+        "it); 409 for a finished run",
+        body=CancelRequest,
         response=OrchestrationResult,
     )
     async def post(self, flow_run_id: str) -> None:
         rid = self.parse_uuid("flow_run_id", flow_run_id)
-        run = await self.call(self.client.read_flow_run, rid)
-        current = run.state
-        not_started = current is None or current.type in _NOT_STARTED
-        proposed = Cancelled(message="cancelled before it started") if not_started else Cancelling()
-        result = await self.call(self.client.set_flow_run_state, rid, proposed)
-        if result.status is not SetStateStatus.ACCEPT:
-            raise TransitionRejected(
-                rid,
-                proposed.name,
-                current.name if current else None,
-                result.reason or f"the gate answered {result.status}",
-            )
+        request = self.parse_body(CancelRequest)
+        result = await self.call(self.client.cancel_flow_run, rid, message=request.message)
         self.publish(flow_run_event(await self.call(self.client.read_flow_run, rid)))
         self.write_model(result)
+
+
+class FlowRunRetryHandler(NbflowHandler):
+    """``/flow_runs/{flow_run_id}/retry``."""
+
+    @endpoint(
+        "execute",
+        "Retry a finished batch run: a new Scheduled run with retry_of set, the same "
+        "configuration and the same parameters unless given; 409 for an unfinished run",
+        body=RetryRequest,
+        response=FlowRun,
+        status=201,
+    )
+    async def post(self, flow_run_id: str) -> None:
+        rid = self.parse_uuid("flow_run_id", flow_run_id)
+        request = self.parse_body(RetryRequest)
+        run = await self.call(
+            self.nbflow.lifecycle.retry_flow_run,
+            rid,
+            parameters=request.parameters,
+            field="body.parameters",
+        )
+        self.publish(flow_run_event(run))
+        self.nbflow.wake_dispatcher()
+        self.write_model(run, status=201)
 
 
 class FlowRunTokenHandler(NbflowHandler):
@@ -186,7 +213,6 @@ class FlowRunHeartbeatHandler(NbflowHandler):
         "write",
         "Record that the process executing the run is alive",
         status=204,
-        run_access=RunAccess.PATH,
     )
     async def post(self, flow_run_id: str) -> None:
         rid = self.parse_uuid("flow_run_id", flow_run_id)
@@ -201,7 +227,6 @@ class FlowRunStatesHandler(NbflowHandler):
         "read",
         "The run's state history, oldest first",
         response=StateList,
-        run_access=RunAccess.PATH,
     )
     async def get(self, flow_run_id: str) -> None:
         rid = self.parse_uuid("flow_run_id", flow_run_id)
@@ -215,7 +240,6 @@ class FlowRunGraphHandler(NbflowHandler):
         "read",
         "The run's task runs and their upstream edges",
         response=FlowRunGraph,
-        run_access=RunAccess.PATH,
     )
     async def get(self, flow_run_id: str) -> None:
         rid = self.parse_uuid("flow_run_id", flow_run_id)
@@ -234,12 +258,16 @@ class FlowRunGraphHandler(NbflowHandler):
 
 
 class FlowRunOutputHandler(NbflowHandler):
-    """``/flow_runs/{flow_run_id}/output``."""
+    """``/flow_runs/{flow_run_id}/output``.
+
+    Serves the newest notebook artifact's ``data``, else the run's own output file: one
+    named ``<run id>.ipynb`` or the run's ``output_path``, under the server root or the
+    local outputs/results directories -- never a file another run's artifact names.
+    """
 
     @endpoint(
         "read",
         "The run's output notebook (nbformat JSON)",
-        run_access=RunAccess.PATH,
         raw_response="application/x-ipynb+json",
     )
     async def get(self, flow_run_id: str) -> None:
@@ -258,17 +286,27 @@ class FlowRunOutputHandler(NbflowHandler):
         return dirs
 
     def _read_local(self, location: str) -> dict[str, Any] | None:
+        """Read a notebook file under the served directories; None if it is not one."""
         path = Path(location.removeprefix("file://"))
         if not path.is_absolute():
-            path = Path(confine_path(self.serverapp.root_dir, location, field="output_path"))
-            path = Path(self.serverapp.root_dir) / path
+            try:
+                relative = confine_path(self.serverapp.root_dir, str(path), field="output_path")
+            except ValidationError:
+                self.log.warning("nbflow: output %s is outside the server root", location)
+                return None
+            path = Path(self.serverapp.root_dir) / relative
         path = path.resolve()
         if not any(path == d or d in path.parents for d in self._allowed_dirs()):
             self.log.warning("nbflow: output %s is outside the served directories", path)
             return None
         if not path.is_file():
             return None
-        return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        try:
+            notebook = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.log.warning("nbflow: output %s is not a readable notebook", path)
+            return None
+        return notebook if isinstance(notebook, dict) else None
 
     def _output_notebook(self, flow_run_id: UUID) -> dict[str, Any]:
         run = self.client.read_flow_run(flow_run_id)
@@ -278,10 +316,18 @@ class FlowRunOutputHandler(NbflowHandler):
         for artifact in reversed(artifacts):
             if artifact.data is not None and "cells" in artifact.data:
                 return artifact.data  # the notebook itself (a run in a container sends it)
-            if artifact.uri and "://" not in artifact.uri.removeprefix("file://"):
+            # Only the run's own output file: never one another run's artifact points at.
+            if artifact.uri and is_own_output(run, artifact.uri):
                 notebook = self._read_local(artifact.uri)
                 if notebook is not None:
                     return notebook
+            elif artifact.uri:
+                self.log.warning(
+                    "nbflow: artifact %s of flow run %s names %s, not the run's own output",
+                    artifact.id,
+                    flow_run_id,
+                    artifact.uri,
+                )
         if run.output_path:
             notebook = self._read_local(run.output_path)
             if notebook is not None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from nbflow.parameters import check_parameters_schema
 from nbflow.schemas import Flow
-from nbflow_server.handlers.base import NbflowHandler, RunAccess, endpoint
+from nbflow_server.handlers.base import NbflowHandler, endpoint
 from nbflow_server.handlers.models import FlowList, FlowQuery
 
 __all__ = ["FlowHandler", "FlowsHandler"]
@@ -35,13 +36,15 @@ class FlowsHandler(NbflowHandler):
     )
     async def post(self) -> None:
         flow = self.parse_body(Flow)
+        # A bad schema is refused now, not by a 500 on every later run of the flow.
+        check_parameters_schema(flow.parameters_schema, field="body.parameters_schema")
         self.write_model(await self.call(self.client.create_flow, flow), status=201)
 
 
 class FlowHandler(NbflowHandler):
     """``/flows/{flow_id}``."""
 
-    @endpoint("read", "Read a flow", response=Flow, run_access=RunAccess.CHECKED)
+    @endpoint("read", "Read a flow", response=Flow)
     async def get(self, flow_id: str) -> None:
         fid = self.parse_uuid("flow_id", flow_id)
         if self.run_scope is not None:

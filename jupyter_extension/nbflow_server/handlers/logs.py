@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nbflow_server.handlers.base import NbflowHandler, RunAccess, endpoint
+from nbflow_server.handlers.base import NbflowHandler, endpoint
 from nbflow_server.handlers.models import LogBatch, LogPageBody, LogQuery
 
 __all__ = ["LogBatchHandler", "LogsHandler"]
@@ -16,12 +16,12 @@ class LogBatchHandler(NbflowHandler):
         "Append a batch of log records",
         body=LogBatch,
         status=204,
-        run_access=RunAccess.CHECKED,
     )
     async def post(self) -> None:
         batch = self.parse_body(LogBatch)
         for log in batch.logs:
             self.require_run_scope(log.flow_run_id)
+        await self.require_own_task_runs(log.task_run_id for log in batch.logs)
         await self.call(self.client.write_logs, batch.logs)
         self.write_empty()
 
@@ -34,7 +34,6 @@ class LogsHandler(NbflowHandler):
         "A run's logs after a cursor (0: from the start), oldest first, with the next cursor",
         query=LogQuery,
         response=LogPageBody,
-        run_access=RunAccess.CHECKED,
     )
     async def get(self) -> None:
         query = self.parse_query(LogQuery)

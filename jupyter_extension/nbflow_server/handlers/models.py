@@ -27,6 +27,7 @@ from nbflow.states import State, StateType
 __all__ = [
     "RunToken",
     "ArtifactList",
+    "CancelRequest",
     "DeploymentList",
     "DeploymentUpdate",
     "ErrorBody",
@@ -41,6 +42,7 @@ __all__ = [
     "ArtifactQuery",
     "DeploymentQuery",
     "PageQuery",
+    "RetryRequest",
     "RunDeploymentRequest",
     "SetStateRequest",
     "StateList",
@@ -184,6 +186,20 @@ class RunDeploymentRequest(_Body):
     #: When to start (default: now).
     scheduled_time: datetime | None = None
     idempotency_key: str | None = None
+
+
+class CancelRequest(_Body):
+    """Cancel a flow run (the body is optional)."""
+
+    #: Why: recorded as the message of the Cancelled or Cancelling state.
+    message: str | None = Field(default=None, max_length=2000)
+
+
+class RetryRequest(_Body):
+    """Retry a finished flow run as a new linked run."""
+
+    #: Parameters to change; the others stay those of the retried run.
+    parameters: dict[str, Any] = Field(default_factory=dict)
 
 
 class FlowRunUpdate(_Body):

@@ -22,13 +22,10 @@ from nbflow.exceptions import ValidationError
 from nbflow.notebook.arguments import KNOWN_RUNNERS, parse_flow_line
 from nbflow.notebook.document import (
     NotebookFormatError,
-    cell_source,
     find_flow_cell,
-    find_parameters_cell,
     flow_name,
     load_notebook,
-    parameters_schema,
-    parse_parameters,
+    notebook_parameters_schema,
 )
 from nbflow.states import now
 from nbflow_server.handlers.base import NbflowHandler, endpoint
@@ -127,19 +124,14 @@ def read_flow_cell(nb: dict[str, Any], path: str) -> NotebookParameters:
     try:
         flow_cell = find_flow_cell(nb, source=path)
         name = flow_name(nb, path)
-        if flow_cell is not None:
-            params = flow_cell.parameters
-        else:
-            index = find_parameters_cell(nb)
-            source = cell_source(nb["cells"][index]) if index is not None else ""
-            params = parse_parameters(source, where=path)
+        schema = notebook_parameters_schema(nb, source=path)
     except NotebookFormatError as exc:
         raise ValidationError("query.path", path, exc.problem) from None
     info = NotebookParameters(
         path=path,
         flow_name=name,
         has_flow_cell=flow_cell is not None,
-        parameters_schema=parameters_schema(params),
+        parameters_schema=schema,
         runners=list(KNOWN_RUNNERS),
     )
     if flow_cell is not None and flow_cell.name:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from uuid import UUID
-
 from nbflow.schemas import TaskRunFilter
-from nbflow_server.handlers.base import NbflowHandler, RunAccess, endpoint
+from nbflow_server.handlers.base import ApiError, NbflowHandler, endpoint
 from nbflow_server.handlers.models import StateList, TaskRunBatch, TaskRunList, TaskRunQuery
 
 __all__ = ["TaskRunBatchHandler", "TaskRunStatesHandler", "TaskRunsHandler"]
@@ -19,19 +17,11 @@ class TaskRunBatchHandler(NbflowHandler):
         "Upsert task-run snapshots and append task-run states in one batch",
         body=TaskRunBatch,
         status=204,
-        run_access=RunAccess.CHECKED,
     )
     async def post(self) -> None:
         batch = self.parse_body(TaskRunBatch)
-        batch_ids = {t.id for t in batch.task_runs}
         if self.run_scope is not None:
-            for task_run in batch.task_runs:
-                self.require_run_scope(task_run.flow_run_id)
-            foreign = {s.task_run_id for s in batch.states} - batch_ids
-            if foreign:
-                owned = await self._task_run_ids_of(self.run_scope)
-                if foreign - owned:
-                    self.require_run_scope(None)
+            await self._check_run_token_batch(batch)
         states = [(s.task_run_id, s.state) for s in batch.states]
         await self.call(self.client.write_task_runs, batch.task_runs, states)
         latest = {s.task_run_id: s.state for s in batch.states}
@@ -47,11 +37,23 @@ class TaskRunBatchHandler(NbflowHandler):
             )
         self.write_empty()
 
-    async def _task_run_ids_of(self, flow_run_id: UUID) -> set[UUID]:
-        runs = await self.call(
-            self.client.read_task_runs, TaskRunFilter(flow_run_ids=[flow_run_id], limit=100_000)
-        )
-        return {t.id for t in runs}
+    async def _check_run_token_batch(self, batch: TaskRunBatch) -> None:
+        """Refuse a batch touching anything but the token's run's task runs (never a move).
+
+        The owner of every id is checked in the store, not only the ``flow_run_id`` the
+        body claims: relabelling another run's task run would otherwise move it.
+        """
+        for task_run in batch.task_runs:
+            self.require_run_scope(task_run.flow_run_id)
+        in_batch = {t.id for t in batch.task_runs}
+        state_ids = {s.task_run_id for s in batch.states}
+        stored = await self.require_own_task_runs(in_batch | state_ids)
+        for task_run_id in sorted(state_ids - in_batch - stored, key=str):
+            raise ApiError(
+                403,
+                f"task run {task_run_id} is not a task run of this run token's flow run "
+                f"{self.run_scope}; send its snapshot in the same batch",
+            )
 
 
 class TaskRunsHandler(NbflowHandler):
@@ -62,7 +64,6 @@ class TaskRunsHandler(NbflowHandler):
         "Filter task runs by flow run and state type, oldest first",
         query=TaskRunQuery,
         response=TaskRunList,
-        run_access=RunAccess.CHECKED,
     )
     async def get(self) -> None:
         query = self.parse_query(TaskRunQuery)
@@ -79,15 +80,9 @@ class TaskRunStatesHandler(NbflowHandler):
         "read",
         "A task run's state history, oldest first",
         response=StateList,
-        run_access=RunAccess.CHECKED,
     )
     async def get(self, task_run_id: str) -> None:
         tid = self.parse_uuid("task_run_id", task_run_id)
-        if self.run_scope is not None:
-            runs = await self.call(
-                self.client.read_task_runs,
-                TaskRunFilter(flow_run_ids=[self.run_scope], limit=100_000),
-            )
-            if tid not in {t.id for t in runs}:
-                self.require_run_scope(None)
+        if self.run_scope is not None and not await self.require_own_task_runs([tid]):
+            self.require_run_scope(None)  # not stored: not its run's either
         self.write_model(StateList(items=await self.call(self.client.read_task_run_states, tid)))

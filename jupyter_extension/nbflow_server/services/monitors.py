@@ -7,22 +7,25 @@ One pass (every ``monitor_interval`` seconds, the first one as the server starts
 - **Crashes**: a run in progress (Pending, Submitting, Running) whose process is known to
   be gone is ``Crashed`` with the infrastructure id in the message.  The first pass does
   this for the runs a previous server left behind: runs whose process still lives are
-  kept, the others are Crashed "found at start-up".  Liveness comes from the runner
+  kept, the others are Crashed "found at start-up"; runs whose liveness nobody can tell
+  are judged by their heartbeats (below).  Liveness comes from the runner
   (``is_alive(infrastructure_id)`` when a runner has it; for ``subprocess`` ids on this
   host, the process group).  Runs this server's own runner watches are left to its
   watcher, which reports the exit code.
 - **Heartbeats**: a Running batch run, or an interactive run (a live kernel), whose last
   heartbeat (or its Running state, if it never sent one) is older than
   ``heartbeat_timeout`` is Crashed.  For an interactive run a silent kernel is a dead or
-  disconnected kernel.
+  disconnected kernel.  Silence is counted from the server's start at the earliest: while
+  the server was down no run could deliver a heartbeat (runs retry their writes for
+  ``NBFLOW_API_RETRY_SECONDS`` and carry on).
 - **Stuck claims**: a Pending run without an infrastructure id after ``heartbeat_timeout``
   (its claimer stopped before starting it), or with infrastructure of unknown liveness
   after ten times that, is Crashed.  Nothing stays in progress forever.
-- **Cancelling**: a run of a runner this server dispatches is stopped with
-  ``runner.kill(infrastructure_id, grace)`` in a thread and then proposed ``Cancelled``
-  (``nbflow execute`` usually gets there first on SIGTERM).  A Cancelling run with
-  nothing to stop is Cancelled at once, except interactive runs, whose kernel notices on
-  its next heartbeat.  After ``cancel_timeout`` any Cancelling run is Cancelled.
+- **Cancelling**: stopping a run's process is the job of the dispatcher of its runner
+  (:mod:`nbflow.dispatch`: the server's, or ``nbflow worker``).  Here, a Cancelling
+  batch run with nothing to stop, or whose process is gone, is Cancelled at once
+  (interactive runs' kernels notice on their next heartbeat), and after
+  ``cancel_timeout`` any Cancelling run is Cancelled.
 """
 
 from __future__ import annotations
@@ -31,14 +34,10 @@ import asyncio
 import logging
 import os
 import socket
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from uuid import UUID
 
 from nbflow.client.base import Client
-from nbflow.exceptions import NbflowError
 from nbflow.schemas import FlowRun, FlowRunFilter, SetStateStatus
 from nbflow.states import Cancelled, Crashed, Late, State, StateType, now
 from nbflow_server.services.base import PeriodicService
@@ -101,10 +100,9 @@ class Monitor:
         self.default_runner = default_runner
         self.kill_grace = kill_grace if kill_grace is not None else min(30.0, cancel_timeout / 2)
         self._publish = publish
-        self._killing: set[UUID] = set()
-        self._lock = threading.Lock()
-        self._kill_pool = ThreadPoolExecutor(4, thread_name_prefix="nbflow-kill")
         self.first_pass = True
+        #: When the first pass ran (the server's start): no run is silent before it.
+        self.started_at: datetime | None = None
 
     # -- helpers ---------------------------------------------------------------------------
     def _propose(self, run: FlowRun, state: State) -> bool:
@@ -151,6 +149,8 @@ class Monitor:
         """Do one pass of every monitor."""
         at = at or now()
         startup, self.first_pass = self.first_pass, False
+        if startup:
+            self.started_at = at
         self.mark_late(at)
         self.check_in_progress(at, startup=startup)
         self.check_cancelling(at)
@@ -190,9 +190,12 @@ class Monitor:
                 )
                 continue
             since = _since(run)
+            if self.started_at is not None:
+                # No run could report while the server was down: silence counts from its start.
+                since = max(since, self.started_at)
             if run.state_type is StateType.RUNNING:
-                last = max(since, run.heartbeat) if run.heartbeat else since
-                if at - last > self.heartbeat_timeout:
+                last = max(_since(run), run.heartbeat) if run.heartbeat else _since(run)
+                if at - max(last, since) > self.heartbeat_timeout:
                     what = (
                         "the kernel of this interactive run stopped sending heartbeats "
                         "(it died or lost its connection)"
@@ -225,7 +228,11 @@ class Monitor:
                     )
 
     def check_cancelling(self, at: datetime) -> None:
-        """Stop Cancelling runs; force Cancelled after ``cancel_timeout``."""
+        """End Cancelling runs that nothing stops; force Cancelled after ``cancel_timeout``.
+
+        Stopping a run's process is the job of the dispatcher that runs its runner: the
+        server's (``dispatch_runners``) or an ``nbflow worker`` (:mod:`nbflow.dispatch`).
+        """
         flt = FlowRunFilter(state_types=[StateType.CANCELLING])
         for run in list(iter_runs(self.client, flt)):
             if at - _since(run) > self.cancel_timeout:
@@ -236,43 +243,13 @@ class Monitor:
                         f"{self.cancel_timeout.total_seconds():g} s"
                     ),
                 )
-                continue
-            if run.infrastructure_id and self._runner_name(run) in self.dispatch_runners:
-                with self._lock:
-                    if run.id in self._killing:
-                        continue
-                    self._killing.add(run.id)
-                self._kill_pool.submit(self._kill, run)
             elif not run.infrastructure_id and run.mode == "batch":
                 self._propose(run, Cancelled(message="cancelled before its process started"))
             elif run.infrastructure_id and self.alive(run) is False:
                 self._propose(run, Cancelled(message="cancelled; the run's process is gone"))
 
-    def _kill(self, run: FlowRun) -> None:
-        try:
-            assert run.infrastructure_id is not None
-            runner = self.runners.get(self._runner_name(run))
-            try:
-                runner.kill(run.infrastructure_id, self.kill_grace)
-            except NbflowError as exc:
-                logger.warning("flow run %s: cannot stop its process: %s", run.id, exc)
-                return  # the cancel timeout ends it
-            current = self.client.read_flow_run(run.id)
-            if current.state is not None and not current.state.is_terminal:
-                self._propose(
-                    current, Cancelled(message="cancelled; the run's process was stopped")
-                )
-            elif self._publish is not None:
-                self._publish(current)
-        except Exception:
-            logger.exception("flow run %s: cancelling failed", run.id)
-        finally:
-            with self._lock:
-                self._killing.discard(run.id)
-
     def close(self) -> None:
-        """Wait for kills in progress."""
-        self._kill_pool.shutdown(wait=True)
+        """Release nothing: stopping processes is the dispatchers' job."""
 
 
 class MonitorService(PeriodicService):

@@ -2,8 +2,11 @@
 
 Each pass looks ``horizon`` seconds ahead and creates, per active schedule of every
 unpaused deployment, the runs due in that window (at most ``max_runs`` per deployment),
-each with the idempotency key ``scheduled:<UTC ISO time>``.  The store returns the existing
-run for a key already used, so passes, restarts and several servers never duplicate a run.
+each with the idempotency key ``scheduled:<UTC ISO time>``, through the run lifecycle
+(:meth:`~nbflow.orchestration.lifecycle.FlowRunLifecycle.run_deployment`: the deployment's
+parameters, validated; its job variables are merged when the run is claimed).  The store
+returns the existing run for a key already used, so passes, restarts and several servers
+never duplicate a run.
 
 Cron schedules follow wall-clock time in their timezone (croniter over local naive times,
 localized with zoneinfo):
@@ -24,15 +27,15 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from nbflow.client.base import Client
 from nbflow.exceptions import ValidationError
-from nbflow.schemas import Deployment, FlowRun, FlowRunCreate, FlowRunFilter, Schedule
-from nbflow.states import Scheduled, StateType, now
+from nbflow.orchestration.lifecycle import AUTO_SCHEDULED_TAG, FlowRunLifecycle
+from nbflow.orchestration.store import Store
+from nbflow.schemas import Deployment, FlowRun, FlowRunFilter, Schedule
+from nbflow.states import StateType, now
 from nbflow_server.services.base import PeriodicService
 
 __all__ = [
@@ -131,10 +134,10 @@ def scheduled_key(at: datetime) -> str:
     return SCHEDULED_KEY_PREFIX + at.astimezone(UTC).isoformat()
 
 
-def _deployments(client: Client) -> Iterator[Deployment]:
+def _deployments(store: Store) -> Iterator[Deployment]:
     offset = 0
     while True:
-        page = client.read_deployments(limit=_PAGE, offset=offset)
+        page = store.read_deployments(limit=_PAGE, offset=offset)
         yield from page
         if len(page) < _PAGE:
             return
@@ -142,18 +145,21 @@ def _deployments(client: Client) -> Iterator[Deployment]:
 
 
 def schedule_deployments(
-    client: Client,
+    lifecycle: FlowRunLifecycle,
     *,
     at: datetime | None = None,
     horizon: timedelta = timedelta(hours=1),
     max_runs: int = 100,
-    runner_defaults: dict[str, dict[str, Any]] | None = None,
 ) -> list[FlowRun]:
-    """Create the missing Scheduled runs due in ``[at, at + horizon)``; return the new ones."""
+    """Create the missing Scheduled runs due in ``[at, at + horizon)``; return the new ones.
+
+    A deployment whose runs the lifecycle refuses (its parameters no longer fit its flow)
+    is skipped with a warning naming the problem; the others are still scheduled.
+    """
     start = at or now()
     end = start + horizon
     created: list[FlowRun] = []
-    for deployment in _deployments(client):
+    for deployment in _deployments(lifecycle.store):
         if deployment.paused:
             continue
         due: set[datetime] = set()
@@ -164,7 +170,7 @@ def schedule_deployments(
             continue
         existing = {
             run.idempotency_key
-            for run in client.read_flow_runs(
+            for run in lifecycle.store.read_flow_runs(
                 FlowRunFilter(
                     deployment_ids=[deployment.id],
                     start_after=start,
@@ -173,25 +179,23 @@ def schedule_deployments(
                 )
             )
         }
-        defaults = (runner_defaults or {}).get(deployment.runner, {})
         for when in sorted(due)[:max_runs]:
             key = scheduled_key(when)
             if key in existing:
                 continue
-            run = client.create_flow_run(
-                FlowRunCreate(
-                    flow_id=deployment.flow_id,
-                    deployment_id=deployment.id,
-                    parameters=dict(deployment.parameters),
-                    state=Scheduled(scheduled_time=when, message="auto-scheduled"),
-                    tags=[*deployment.tags, "auto-scheduled"],
-                    runner=deployment.runner,
-                    job_variables={**defaults, **deployment.job_variables},
+            try:
+                run = lifecycle.run_deployment(
+                    deployment,
+                    scheduled_time=when,
+                    message="auto-scheduled",
+                    tags=[AUTO_SCHEDULED_TAG],
                     idempotency_key=key,
-                    notebook_path=deployment.notebook_path,
-                    mode="batch",
                 )
-            )
+            except ValidationError as exc:
+                logger.warning(
+                    "deployment %s (%s) not scheduled: %s", deployment.name, deployment.id, exc
+                )
+                break
             created.append(run)
     return created
 
@@ -203,19 +207,17 @@ class SchedulerService(PeriodicService):
 
     def __init__(
         self,
-        client: Client,
+        lifecycle: FlowRunLifecycle,
         *,
         interval: float,
         horizon: float,
         max_runs: int,
-        runner_defaults: dict[str, dict[str, Any]] | None = None,
         on_created: Callable[[FlowRun], None] | None = None,
     ) -> None:
         super().__init__(interval)
-        self.client = client
+        self.lifecycle = lifecycle
         self.horizon = timedelta(seconds=horizon)
         self.max_runs = max_runs
-        self.runner_defaults = runner_defaults or {}
         self.on_created = on_created
 
     async def tick(self) -> None:
@@ -224,10 +226,7 @@ class SchedulerService(PeriodicService):
         created = await loop.run_in_executor(
             None,
             lambda: schedule_deployments(
-                self.client,
-                horizon=self.horizon,
-                max_runs=self.max_runs,
-                runner_defaults=self.runner_defaults,
+                self.lifecycle, horizon=self.horizon, max_runs=self.max_runs
             ),
         )
         if created:

@@ -4,9 +4,10 @@ Contracts:
 
 * Only this package and ``nbflow.client.embedded`` import SQLAlchemy; ``import nbflow``
   never does.
-* :class:`Store` implements every operation of :class:`nbflow.client.base.Client`; each
-  call is one transaction, and every flow-run state change runs the orchestration policy
-  under the run's row lock.
+* :class:`Store` is the persistence of :class:`nbflow.orchestration.lifecycle.FlowRunLifecycle`,
+  the only caller of its flow-run writes (create, states, cancel, close-out); each call is
+  one transaction, and every flow-run state change runs the orchestration policy under the
+  run's row lock.
 * Opening a store migrates its database to the newest revision (safe under concurrency).
 """
 

@@ -10,6 +10,10 @@ hands them to the driver without per-value processing.
 States are serialized by :func:`state_json`, a hand-written encoder of the common case
 (plain JSON ``data``) that falls back to pydantic for anything else; the text it produces
 reads back with ``State.model_validate_json`` exactly like pydantic's own.
+
+PostgreSQL text cannot hold NUL: in the plain-text columns (names, keys, log lines) a NUL
+becomes U+FFFD, on both databases alike, so one odd line never fails a whole batch.  JSON
+text needs nothing: its encoder writes NUL as the escape ``\\u0000``.
 """
 
 from __future__ import annotations
@@ -101,18 +105,25 @@ def _state_row(task_run_id: UUID, s: State, sqlite: bool) -> tuple[tuple[Any, ..
         # One isoformat for both: the column's text and the JSON's (with a "T").
         full = stamp.isoformat(" ", "microseconds")
         text = state_json(s, f"{full[:10]}T{full[11:]}")
-        return (d["id"].hex, task_run_id.hex, d["type"]._value_, d["name"], full[:26], text), text
+        return (
+            d["id"].hex,
+            task_run_id.hex,
+            d["type"]._value_,
+            _text(d["name"]),
+            full[:26],
+            text,
+        ), text
     text = state_json(s)
     if sqlite:
         return (
             d["id"].hex,
             task_run_id.hex,
             d["type"]._value_,
-            d["name"],
+            _text(d["name"]),
             _sqlite_time(stamp),
             text,
         ), text
-    return (d["id"], task_run_id, d["type"]._value_, d["name"], _to_utc(stamp), text), text
+    return (d["id"], task_run_id, d["type"]._value_, _text(d["name"]), _to_utc(stamp), text), text
 
 
 def _sqlite_time(value: datetime | None) -> str | None:
@@ -126,6 +137,13 @@ def _sqlite_time(value: datetime | None) -> str | None:
 
 def _pg_time(value: datetime | None) -> datetime | None:
     return None if value is None else _to_utc(value)
+
+
+def _text(value: str | None) -> str | None:
+    """Return ``value`` with NUL (which PostgreSQL text cannot hold) replaced by U+FFFD."""
+    if value is None or "\x00" not in value:
+        return value
+    return value.replace("\x00", "\ufffd")
 
 
 def _hex(value: UUID | None) -> str | None:
@@ -174,14 +192,14 @@ def task_run_params(
             state_type = state_name = text = None
         else:
             text = texts.get(id(state)) or state_json(state)
-            state_type, state_name = state.type._value_, state.name
+            state_type, state_name = state.type._value_, _text(state.name)
         created = ts(r["created"])
         run_rows.append(
             (
                 uid(r["id"]),
                 uid(r["flow_run_id"]),
-                r["name"],
-                r["task_key"],
+                _text(r["name"]),
+                _text(r["task_key"]),
                 r["dynamic_key"],
                 state_type,
                 state_name,
@@ -190,7 +208,7 @@ def task_run_params(
                 ts(r["start_time"]),
                 ts(r["end_time"]),
                 r["total_run_time"],
-                r["cache_key"],
+                _text(r["cache_key"]),
                 ts(r["cache_expiration"]),
                 _uuid_list(r["upstream"]),
                 _json_list(r["inputs"]),
@@ -214,8 +232,8 @@ def log_params(logs: Sequence[Log], *, sqlite: bool) -> list[tuple[Any, ...]]:
                 uid(d["flow_run_id"]),
                 uid(d["task_run_id"]),
                 d["level"],
-                d["logger"],
-                d["message"],
+                _text(d["logger"]),
+                _text(d["message"]),
                 ts(d["timestamp"]),
             )
         )

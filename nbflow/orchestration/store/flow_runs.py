@@ -1,13 +1,28 @@
-"""Flow-run transactions: creation through the gate, filtering, and state transitions.
+"""Flow-run transactions: creation through the gate, filtering, state transitions, close-out.
 
 Every function takes a connection inside an open write (or read) transaction; the
 :class:`~nbflow.orchestration.store.store.Store` owns the transactions and retries.
+
+Close-out: when a run enters a terminal state, the same transaction ends every task run
+of it that is still open (Scheduled, Pending, Running, Paused, Cancelling) and appends
+that state to the task run's history, so no task run stays Running in a finished run
+(``NotReady``, the engine's final answer for a task whose upstream failed, is kept):
+
+==================  ==============================  ===============================
+the run became      an open task that had started   a task that had not started
+==================  ==============================  ===============================
+Cancelled           Cancelled                       Cancelled
+Crashed             Crashed                         Crashed
+Failed, Completed   Crashed (it never reported an   Cancelled (it never ran)
+                    end: its process stopped)
+==================  ==============================  ===============================
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import sqlalchemy as sa
 
@@ -15,7 +30,14 @@ from nbflow.exceptions import FlowRunNotFound, NotFound, ObjectAlreadyExists, Va
 from nbflow.orchestration.policy import evaluate
 from nbflow.orchestration.store import rows
 from nbflow.orchestration.store.names import generate_run_name
-from nbflow.orchestration.store.tables import deployments, flow_run_states, flow_runs, flows
+from nbflow.orchestration.store.tables import (
+    deployments,
+    flow_run_states,
+    flow_runs,
+    flows,
+    task_run_states,
+    task_runs,
+)
 from nbflow.schemas import (
     FlowRun,
     FlowRunCreate,
@@ -23,16 +45,32 @@ from nbflow.schemas import (
     OrchestrationResult,
     SetStateStatus,
 )
-from nbflow.states import Scheduled, State, now
+from nbflow.states import TERMINAL_TYPES, Scheduled, State, StateType, now
 
 __all__ = [
     "RUN_SELECT",
     "append_state",
+    "close_out_task_runs",
+    "closing_task_state",
     "create",
     "filtered",
     "find_by_key",
+    "propose",
     "set_state",
 ]
+
+#: What a proposer may answer after seeing the locked run: a state to propose through
+#: the gate, or a result to return without proposing anything.
+Choice = State | OrchestrationResult
+
+#: Task-run state types that are still open (not terminal).
+OPEN_TASK_TYPES = (
+    StateType.SCHEDULED,
+    StateType.PENDING,
+    StateType.RUNNING,
+    StateType.PAUSED,
+    StateType.CANCELLING,
+)
 
 #: Flow-run rows with their flow's name.
 RUN_SELECT = sa.select(flow_runs, flows.c.name.label("flow_name")).join(
@@ -54,25 +92,19 @@ def find_by_key(conn: sa.Connection, fr: FlowRunCreate) -> FlowRun | None:
 
 
 def create(conn: sa.Connection, fr: FlowRunCreate) -> FlowRun:
-    """Insert a run for ``fr`` (or return the one with its idempotency key).
+    """Insert a run for ``fr`` as given (or return the one with its idempotency key).
 
-    A run of a deployment takes the deployment's parameters (overridden by the run's),
-    runner and notebook path as defaults.  The initial state (default ``Scheduled(now)``)
+    The lifecycle (:mod:`nbflow.orchestration.lifecycle`) has merged the deployment's
+    defaults and validated the parameters.  The initial state (default ``Scheduled(now)``)
     goes through the gate like every later one, which fills in the bookkeeping.
     """
     flow_name = conn.execute(sa.select(flows.c.name).where(flows.c.id == fr.flow_id)).scalar()
     if flow_name is None:
         raise NotFound("flow", fr.flow_id)
-    parameters, runner, notebook_path = dict(fr.parameters), fr.runner, fr.notebook_path
     if fr.deployment_id is not None:
-        dep = conn.execute(
-            sa.select(deployments).where(deployments.c.id == fr.deployment_id)
-        ).first()
-        if dep is None:
+        found = sa.select(deployments.c.id).where(deployments.c.id == fr.deployment_id)
+        if conn.execute(found).first() is None:
             raise NotFound("deployment", fr.deployment_id)
-        parameters = {**dep.parameters, **parameters}
-        runner = runner or dep.runner
-        notebook_path = notebook_path or dep.notebook_path
     if fr.idempotency_key is not None:
         if conn.dialect.name == "postgresql":
             # Serialize creators of one key (the unique constraint cannot: runs without a
@@ -91,12 +123,12 @@ def create(conn: sa.Connection, fr: FlowRunCreate) -> FlowRun:
         flow_id=fr.flow_id,
         flow_name=flow_name,
         deployment_id=fr.deployment_id,
-        parameters=parameters,
+        parameters=fr.parameters,
         tags=fr.tags,
-        runner=runner,
+        runner=fr.runner,
         job_variables=fr.job_variables,
         idempotency_key=fr.idempotency_key,
-        notebook_path=notebook_path,
+        notebook_path=fr.notebook_path,
         mode=fr.mode,
         retry_of=fr.retry_of,
         parent_flow_run_id=fr.parent_flow_run_id,
@@ -152,12 +184,33 @@ def set_state(
     conn: sa.Connection, flow_run_id: UUID, state: State, *, force: bool
 ) -> OrchestrationResult:
     """Lock the run, let the policy decide on ``state``, and apply an accepted new state."""
+    return propose(conn, flow_run_id, lambda _run: state, force=force)
+
+
+def propose(
+    conn: sa.Connection,
+    flow_run_id: UUID,
+    choose: Callable[[FlowRun], Choice],
+    *,
+    force: bool = False,
+) -> OrchestrationResult:
+    """Lock the run, let ``choose`` pick the state from the locked run, and run the gate.
+
+    ``choose`` sees the committed current run under its row lock, so a decision that
+    depends on the current state (cancel: Cancelled or Cancelling) cannot race another
+    proposer.  It may raise to abort the transaction, or return a result to skip the gate.
+    An accepted terminal state closes out the run's open task runs in this transaction.
+    """
     row = conn.execute(
         RUN_SELECT.where(flow_runs.c.id == flow_run_id).with_for_update(of=flow_runs)
     ).first()
     if row is None:
         raise FlowRunNotFound(flow_run_id)
     run = rows.read_flow_run(row)
+    choice = choose(run)
+    if isinstance(choice, OrchestrationResult):
+        return choice
+    state = choice
     seen = conn.execute(
         sa.select(flow_run_states.c.flow_run_id).where(flow_run_states.c.state_id == state.id)
     ).first()
@@ -174,4 +227,93 @@ def set_state(
         values.update(updates)
         conn.execute(sa.update(flow_runs).where(flow_runs.c.id == flow_run_id).values(values))
         append_state(conn, flow_run_id, state)
+        if state.type in TERMINAL_TYPES:
+            close_out_task_runs(conn, flow_run_id, state)
     return decision.result
+
+
+def closing_task_state(run_state: State, task_state: State | None) -> State:
+    """Return the terminal state an open task run gets when its run ends in ``run_state``.
+
+    See the module docstring's table.
+    """
+    started = task_state is not None and task_state.type in (
+        StateType.RUNNING,
+        StateType.CANCELLING,
+    )
+    end_type = run_state.type
+    if end_type in (StateType.FAILED, StateType.COMPLETED):
+        end_type = StateType.CRASHED if started else StateType.CANCELLED
+    verb = {
+        StateType.CANCELLED: "cancelled",
+        StateType.CRASHED: "crashed",
+    }.get(run_state.type, run_state.type.value.lower())
+    message = (
+        f"closed out: the flow run {verb} while this task run was "
+        f"{task_state.name if task_state is not None else 'not started'}"
+    )
+    return State(type=end_type, message=message, timestamp=run_state.timestamp)
+
+
+def close_out_task_runs(conn: sa.Connection, flow_run_id: UUID, run_state: State) -> int:
+    """End the run's open task runs (see the module docstring); return how many."""
+    open_rows = conn.execute(
+        sa.select(
+            task_runs.c.id,
+            task_runs.c.state_json,
+            task_runs.c.start_time,
+            task_runs.c.total_run_time,
+        ).where(
+            task_runs.c.flow_run_id == flow_run_id,
+            task_runs.c.state_type.in_([t.value for t in OPEN_TASK_TYPES]),
+            # NotReady is the engine's last word on a task whose upstream failed.
+            task_runs.c.state_name != "NotReady",
+        )
+    ).all()
+    if not open_rows:
+        return 0
+    at = run_state.timestamp
+    updates: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    for r in open_rows:
+        current = rows.read_state(r.state_json)
+        end = closing_task_state(run_state, current).model_copy(update={"id": uuid4()})
+        total = r.total_run_time
+        if current is not None and current.type is StateType.RUNNING:
+            total += max(0.0, (at - current.timestamp).total_seconds())
+        updates.append(
+            {
+                "_id": r.id,
+                "_state_type": end.type.value,
+                "_state_name": end.name,
+                "_state_json": end.model_dump_json(),
+                "_end_time": at,
+                "_total_run_time": total,
+                "_updated": at,
+            }
+        )
+        history.append(
+            {
+                "state_id": end.id,
+                "task_run_id": r.id,
+                "type": end.type.value,
+                "name": end.name,
+                "timestamp": at,
+                "state_json": end.model_dump_json(),
+            }
+        )
+    conn.execute(
+        sa.update(task_runs)
+        .where(task_runs.c.id == sa.bindparam("_id"))
+        .values(
+            state_type=sa.bindparam("_state_type"),
+            state_name=sa.bindparam("_state_name"),
+            state_json=sa.bindparam("_state_json"),
+            end_time=sa.bindparam("_end_time"),
+            total_run_time=sa.bindparam("_total_run_time"),
+            updated=sa.bindparam("_updated"),
+        ),
+        updates,
+    )
+    conn.execute(sa.insert(task_run_states), history)
+    return len(open_rows)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -21,7 +21,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import IntegrityError
 
 from nbflow.exceptions import FlowRunNotFound, NotFound, ObjectAlreadyExists, ValidationError
-from nbflow.orchestration.store import batch, rows
+from nbflow.orchestration.store import batch, claims, rows
 from nbflow.orchestration.store import flow_runs as flow_runs_tx
 from nbflow.orchestration.store.bulk import bulk_execute_rows
 from nbflow.orchestration.store.database import (
@@ -43,6 +43,7 @@ from nbflow.orchestration.store.tables import (
 )
 from nbflow.schemas import (
     Artifact,
+    ConcurrencyLimit,
     Deployment,
     DeploymentCreate,
     Flow,
@@ -371,6 +372,57 @@ class Store:
 
         return self._write(lambda c: flow_runs_tx.set_state(c, flow_run_id, state, force=force))
 
+    def propose_flow_run_state(
+        self,
+        flow_run_id: UUID,
+        choose: Callable[[FlowRun], flow_runs_tx.Choice],
+        *,
+        force: bool = False,
+    ) -> OrchestrationResult:
+        """Like :meth:`set_flow_run_state`, with the state chosen from the locked run.
+
+        ``choose`` sees the run under its row lock and returns the state to propose (or
+        an answer to give without proposing); the lifecycle's cancel decides this way.
+        """
+        return self._write(lambda c: flow_runs_tx.propose(c, flow_run_id, choose, force=force))
+
+    def claim_flow_runs(
+        self,
+        runners: Sequence[str],
+        *,
+        claimer: str,
+        default_runner: str,
+        limit: int | None = None,
+        global_limit: int | None = None,
+    ) -> list[claims.Claim]:
+        """Claim due runs of ``runners`` within every concurrency limit, in one transaction.
+
+        See :mod:`nbflow.orchestration.store.claims`: claimers are serialized, so two
+        dispatchers on one database never exceed a limit together.
+        """
+        return self._write(
+            lambda c: claims.claim_due_runs(
+                c,
+                runners,
+                claimer=claimer,
+                default_runner=default_runner,
+                limit=limit,
+                global_limit=global_limit,
+            )
+        )
+
+    def read_concurrency_limits(self) -> list[ConcurrencyLimit]:
+        """Return the flow and tag concurrency limits, by key."""
+        return self._read(claims.read_limits)
+
+    def set_concurrency_limit(self, key: str, limit: int) -> ConcurrencyLimit:
+        """Create or change the limit of ``flow:<name>`` or ``tag:<tag>``."""
+        return self._write(lambda c: claims.set_limit(c, key, limit))
+
+    def delete_concurrency_limit(self, key: str) -> None:
+        """Remove a concurrency limit (``NotFound`` if there is none)."""
+        self._write(lambda c: claims.delete_limit(c, key))
+
     def read_flow_run_states(self, flow_run_id: UUID) -> list[State]:
         """Return the run's state history, oldest first."""
 
@@ -491,6 +543,18 @@ class Store:
             return [State.model_validate_json(r.state_json) for r in found]
 
         return self._read(tx)
+
+    def read_task_run_owners(self, task_run_ids: Collection[UUID]) -> dict[UUID, UUID | None]:
+        """Return the flow run of each stored task run among ``task_run_ids`` (unknown: absent).
+
+        The server checks a run token's batch with it: an id another run owns is refused.
+        """
+        if not task_run_ids:
+            return {}
+        query = sa.select(task_runs.c.id, task_runs.c.flow_run_id).where(
+            task_runs.c.id.in_(list(task_run_ids))
+        )
+        return {r.id: r.flow_run_id for r in self._read(lambda c: c.execute(query).all())}
 
     # -- logs and artifacts --------------------------------------------------------------
     def write_logs(self, logs_: Sequence[Log]) -> None:

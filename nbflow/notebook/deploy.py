@@ -11,6 +11,8 @@ back to the option that set them.
 
 from __future__ import annotations
 
+import json
+import sys
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,9 +23,9 @@ from urllib.parse import quote
 
 from croniter import croniter
 
-from nbflow.notebook import document as nbs
 from nbflow.client.http import APIError, HTTPClient
 from nbflow.exceptions import NbflowError
+from nbflow.notebook import document as nbs
 from nbflow.schemas import Deployment, DeploymentCreate, Flow, Schedule
 from nbflow.settings import Settings, get_settings
 
@@ -35,6 +37,7 @@ __all__ = [
     "describe_schedule",
     "next_run_times",
     "option_of_field",
+    "print_deployment",
     "read_server_notebook",
     "server_client",
 ]
@@ -107,16 +110,9 @@ def read_server_notebook(client: HTTPClient, path: str, token: str | None) -> di
 
 def notebook_flow(nb: Mapping[str, Any], path: str | Path) -> Flow:
     """Return the flow a notebook defines: the ``%%flow`` name (else the file stem) and schema."""
-    flow_cell = nbs.find_flow_cell(nb, source=str(path))
-    if flow_cell is not None:
-        params = flow_cell.parameters
-    else:
-        anchor = nbs.find_parameters_cell(nb)
-        source = nbs.cell_source(nb["cells"][anchor]) if anchor is not None else ""
-        params = nbs.parse_parameters(source, where=str(path))
     return Flow(
         name=nbs.flow_name(nb, path),
-        parameters_schema=nbs.parameters_schema(params),
+        parameters_schema=nbs.notebook_parameters_schema(nb, source=str(path)),
         source=str(path),
     )
 
@@ -203,3 +199,24 @@ def option_of_field(field_path: str) -> str | None:
     if parts[:2] == ["body", "name"]:
         return "--name"
     return None
+
+
+def print_deployment(flow: Flow, deployment: Deployment, *, file: Any = None) -> None:
+    """Print a deployment's id, runner, schedule and next run times."""
+    out = file or sys.stdout
+    print(f"deployed {deployment.name!r} of flow {flow.name!r}", file=out)
+    print(f"  deployment id: {deployment.id}", file=out)
+    print(f"  runner:        {deployment.runner}", file=out)
+    if deployment.parameters:
+        params = ", ".join(f"{k}={json.dumps(v)}" for k, v in deployment.parameters.items())
+        print(f"  parameters:    {params}", file=out)
+    if not deployment.schedules:
+        hint = f"nbflow deployments run {str(deployment.id)[:8]}"
+        print(f"  schedule:      none (run it now with: {hint})", file=out)
+    for schedule in deployment.schedules:
+        print(f"  schedule:      {describe_schedule(schedule)}", file=out)
+        if deployment.paused:
+            print("  next runs:     none while paused (nbflow deployments resume)", file=out)
+            continue
+        times = ", ".join(t.strftime("%Y-%m-%d %H:%M %Z") for t in next_run_times(schedule))
+        print(f"  next runs:     {times}", file=out)
