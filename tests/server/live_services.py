@@ -104,3 +104,14 @@ async def eventually(
             return last
         await asyncio.sleep(0.1)
     pytest.fail(f"gave up waiting for {what} after {deadline:g} s (last: {last!r})")
+
+
+async def kernel_settled(jp_serverapp: Any, kernel_id: str) -> None:
+    """Wait until the server's kernel is not (re)starting."""
+
+    async def settled() -> bool:
+        if kernel_id not in jp_serverapp.kernel_manager:
+            return True
+        return bool(jp_serverapp.kernel_manager.get_kernel(kernel_id).ready.done())
+
+    await eventually(settled, what=f"kernel {kernel_id} to finish (re)starting")

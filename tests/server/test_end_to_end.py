@@ -28,7 +28,13 @@ from nbflow_server import NbflowApp
 from nbflow_server.services.monitors import probe_subprocess
 from tests.live_server import LiveServer
 from tests.server.helpers import Api, make_notebook
-from tests.server.live_services import BACKENDS, database_url, eventually, services_config
+from tests.server.live_services import (
+    BACKENDS,
+    database_url,
+    eventually,
+    kernel_settled,
+    services_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -356,6 +362,8 @@ async def test_interactive_run_of_a_dead_kernel_is_crashed(
     assert final["state"]["type"] == "CRASHED"
     # Its server notices the death (services/kernels.py), not the heartbeat timeout.
     assert "the kernel running this interactive run died" in final["state"]["message"]
+    # Its restarter brings the kernel back: let that finish before the server shuts down.
+    await kernel_settled(jp_serverapp, kernel_id)
 
 
 async def test_ad_hoc_notebook_path_runs_from_the_server_root(

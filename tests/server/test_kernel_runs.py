@@ -19,7 +19,7 @@ import pytest
 from nbflow.settings import reload_settings
 from nbflow_server import NbflowApp
 from tests.server.helpers import Api
-from tests.server.live_services import eventually, services_config
+from tests.server.live_services import eventually, kernel_settled, services_config
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +84,9 @@ async def started_kernel(jp_fetch: Any, jp_serverapp: Any) -> AsyncIterator[Kern
     finally:
         k.client.stop_channels()
         if k.id in jp_serverapp.kernel_manager:
+            # A killed kernel is being restarted by its restarter: shutting it down before
+            # that finishes trips jupyter_client (its `ready` future is not done yet).
+            await kernel_settled(jp_serverapp, k.id)
             await jp_serverapp.kernel_manager.shutdown_kernel(k.id, now=True)
 
 
