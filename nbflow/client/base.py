@@ -9,7 +9,7 @@ from a background thread), flow-run states go through the orchestration gate one
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -179,16 +179,6 @@ class Client(ABC):
     @abstractmethod
     def read_task_run_states(self, task_run_id: UUID) -> list[State]:
         """Return a task run's state history, oldest first."""
-
-    def read_task_run_owners(self, task_run_ids: Collection[UUID]) -> dict[UUID, UUID | None]:
-        """Return the flow run of each stored task run among ``task_run_ids`` (unknown: absent).
-
-        The server uses it to refuse a run token writing under another run's task-run
-        ids; only clients with the store in reach (the embedded one) implement it.
-        """
-        raise NotImplementedError(
-            f"{type(self).__name__} cannot look up task-run owners; use the embedded client"
-        )
 
     # -- logs and artifacts --------------------------------------------------------------
     @abstractmethod

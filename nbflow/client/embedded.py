@@ -13,7 +13,7 @@ thread and other processes may all use the same database at once.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -180,10 +180,6 @@ class EmbeddedClient(Client):
     def read_task_run_states(self, task_run_id: UUID) -> list[State]:
         """Return a task run's state history, oldest first."""
         return self.store.read_task_run_states(task_run_id)
-
-    def read_task_run_owners(self, task_run_ids: Collection[UUID]) -> dict[UUID, UUID | None]:
-        """Return the flow run of each stored task run among ``task_run_ids`` (unknown: absent)."""
-        return self.store.read_task_run_owners(task_run_ids)
 
     # -- logs and artifacts --------------------------------------------------------------
     def write_logs(self, logs: Sequence[Log]) -> None:

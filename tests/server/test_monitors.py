@@ -50,7 +50,6 @@ def monitor(nbflow_app: NbflowApp) -> Iterator[Monitor]:
         heartbeat_timeout=TIMEOUT,
         cancel_timeout=TIMEOUT,
         dispatch_runners={"subprocess"},
-        kill_grace=10.0,
     )
     m.first_pass = False
     yield m
@@ -204,3 +203,80 @@ class TestService:
             return current["state"]["name"] == "Late"
 
         await eventually(late, what="the run to be marked Late")
+
+
+# -- start-up reconciliation ---------------------------------------------------------------
+# Runs keep executing while their server is down (their writes wait and retry), so after a
+# restart a run's silence is counted from the server's start; only a run whose process is
+# certainly gone (no process group on this host) is Crashed at once.
+
+
+@pytest.fixture
+def fresh_monitor(nbflow_app: NbflowApp) -> Iterator[Monitor]:
+    """A monitor as a freshly started server has it: its next pass is the first."""
+    m = Monitor(
+        nbflow_app.client,
+        nbflow_app.runners,
+        late_after=TIMEOUT,
+        heartbeat_timeout=TIMEOUT,
+        cancel_timeout=TIMEOUT,
+        dispatch_runners={"subprocess"},
+    )
+    yield m
+    m.close()
+
+
+def _running(client: Client, runner: str, infrastructure_id: str) -> FlowRun:
+    flow = client.create_flow(Flow(name="restarted"))
+    run = client.create_flow_run(
+        FlowRunCreate(flow_id=flow.id, mode="batch", runner=runner, state=Running())
+    )
+    client.update_flow_run(run.id, infrastructure_id=infrastructure_id)
+    client.heartbeat(run.id)
+    return client.read_flow_run(run.id)
+
+
+def test_silence_while_the_server_was_down_is_not_a_crash(
+    fresh_monitor: Monitor, nbflow_app: NbflowApp
+) -> None:
+    client = nbflow_app.client
+    run = _running(client, "docker", "container-of-unknown-liveness")
+    assert run.heartbeat is not None
+    restarted = run.heartbeat + timedelta(seconds=TIMEOUT * 2)  # down for two timeouts
+    fresh_monitor.check(restarted)
+    assert _state(client, run)[0] is StateType.RUNNING
+    fresh_monitor.check(restarted + timedelta(seconds=TIMEOUT / 2))
+    assert _state(client, run)[0] is StateType.RUNNING
+    # Still silent a whole timeout after the server came back: that is a crash.
+    fresh_monitor.check(restarted + timedelta(seconds=TIMEOUT * 1.5))
+    kind, _, message = _state(client, run)
+    assert kind is StateType.CRASHED
+    assert "stopped sending heartbeats" in message
+
+
+def test_a_run_on_another_host_is_judged_by_heartbeats_counted_from_the_restart(
+    fresh_monitor: Monitor, nbflow_app: NbflowApp
+) -> None:
+    client = nbflow_app.client
+    run = _running(client, "subprocess", f"not-{socket.gethostname()}:4242")
+    assert run.heartbeat is not None
+    restarted = run.heartbeat + timedelta(seconds=TIMEOUT * 3)
+    fresh_monitor.check(restarted)
+    assert _state(client, run)[0] is StateType.RUNNING
+    fresh_monitor.check(restarted + timedelta(seconds=TIMEOUT * 1.5))
+    kind, _, message = _state(client, run)
+    assert kind is StateType.CRASHED
+    assert "stopped sending heartbeats" in message
+
+
+def test_a_process_seen_gone_on_this_host_is_crashed_at_start_up(
+    fresh_monitor: Monitor, nbflow_app: NbflowApp
+) -> None:
+    client = nbflow_app.client
+    run = _running(client, "subprocess", f"{socket.gethostname()}:{_dead_pid()}")
+    assert run.heartbeat is not None
+    # The probe is certain (no process group on this host): no need to wait for silence.
+    fresh_monitor.check(run.heartbeat + timedelta(seconds=1))
+    kind, _, message = _state(client, run)
+    assert kind is StateType.CRASHED
+    assert "is gone" in message and "found at server start-up" in message

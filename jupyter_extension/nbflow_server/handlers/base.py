@@ -344,7 +344,7 @@ class NbflowHandler(ExtensionHandlerMixin, APIHandler):
         ids = {t for t in task_run_ids if t is not None}
         if self.run_scope is None or not ids:
             return set()
-        owners = await self.call(self.client.read_task_run_owners, ids)
+        owners = await self.call(self.nbflow.lifecycle.store.read_task_run_owners, ids)
         for task_run_id, owner in sorted(owners.items(), key=lambda item: str(item[0])):
             if owner != self.run_scope:
                 whose = f"flow run {owner}" if owner is not None else "no flow run"

@@ -88,7 +88,6 @@ class Monitor:
         cancel_timeout: float,
         dispatch_runners: frozenset[str] | set[str] | list[str],
         default_runner: str = "subprocess",
-        kill_grace: float | None = None,
         publish: Publish | None = None,
     ) -> None:
         self.client = client
@@ -98,7 +97,6 @@ class Monitor:
         self.cancel_timeout = timedelta(seconds=cancel_timeout)
         self.dispatch_runners = frozenset(dispatch_runners)
         self.default_runner = default_runner
-        self.kill_grace = kill_grace if kill_grace is not None else min(30.0, cancel_timeout / 2)
         self._publish = publish
         self.first_pass = True
         #: When the first pass ran (the server's start): no run is silent before it.

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pydantic
 from pydantic_core import to_jsonable_python
 from sqlalchemy import Row
 
+from nbflow.exceptions import ValidationError
 from nbflow.schemas import Artifact, Deployment, Flow, FlowRun, Log, Schedule, TaskRun
 from nbflow.states import State
 
@@ -154,3 +156,10 @@ def artifact_row(artifact: Artifact) -> dict[str, Any]:
 def read_artifact(row: Row[Any]) -> Artifact:
     """Return the artifact stored in ``row``."""
     return Artifact.model_validate(row._asdict())
+
+
+def validation_error(exc: pydantic.ValidationError) -> ValidationError:
+    """Return the nbflow error naming the first field pydantic refused."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or exc.title
+    return ValidationError(field, first.get("input"), first["msg"])

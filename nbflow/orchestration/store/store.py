@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from nbflow.exceptions import FlowRunNotFound, NotFound, ObjectAlreadyExists, ValidationError
 from nbflow.orchestration.store import batch, claims, rows
+from nbflow.orchestration.store import deployments as deployments_tx
 from nbflow.orchestration.store import flow_runs as flow_runs_tx
 from nbflow.orchestration.store.bulk import bulk_execute_rows
 from nbflow.orchestration.store.database import (
@@ -37,7 +38,6 @@ from nbflow.orchestration.store.tables import (
     flow_runs,
     flows,
     logs,
-    schedules,
     task_run_states,
     task_runs,
 )
@@ -52,11 +52,10 @@ from nbflow.schemas import (
     FlowRunFilter,
     Log,
     OrchestrationResult,
-    Schedule,
     TaskRun,
     TaskRunFilter,
 )
-from nbflow.states import State, StateType, now
+from nbflow.states import State, now
 
 __all__ = ["UPDATABLE_FLOW_RUN_FIELDS", "Store"]
 
@@ -75,14 +74,7 @@ UPDATABLE_FLOW_RUN_FIELDS = frozenset(
         "runner",
     }
 )
-_FIXED_DEPLOYMENT_FIELDS = frozenset({"id", "created", "updated"})
 _LOG_INSERT = sa.insert(logs)
-
-
-def _validation_error(exc: pydantic.ValidationError) -> ValidationError:
-    first = exc.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or exc.title
-    return ValidationError(field, first.get("input"), first["msg"])
 
 
 class Store:
@@ -189,62 +181,19 @@ class Store:
         return [rows.read_flow(r) for r in self._read(lambda c: c.execute(query).all())]
 
     # -- deployments ---------------------------------------------------------------------
-    def _read_deployments(self, conn: sa.Connection, query: sa.Select[Any]) -> list[Deployment]:
-        found = conn.execute(query).all()
-        by_deployment: dict[UUID, list[Schedule]] = {r.id: [] for r in found}
-        if by_deployment:
-            sched = conn.execute(
-                sa.select(schedules)
-                .where(schedules.c.deployment_id.in_(list(by_deployment)))
-                .order_by(schedules.c.deployment_id, schedules.c.position)
-            ).all()
-            for s in sched:
-                by_deployment[s.deployment_id].append(rows.read_schedule(s))
-        return [rows.read_deployment(r, by_deployment[r.id]) for r in found]
-
-    def _replace_schedules(
-        self, conn: sa.Connection, deployment_id: UUID, items: Sequence[Schedule]
-    ) -> None:
-        conn.execute(sa.delete(schedules).where(schedules.c.deployment_id == deployment_id))
-        if items:
-            conn.execute(
-                sa.insert(schedules),
-                [rows.schedule_row(s, deployment_id, i) for i, s in enumerate(items)],
-            )
-
     def create_deployment(self, deployment: DeploymentCreate) -> Deployment:
         """Create the deployment, or update the one with the same flow and name."""
         new = Deployment.model_validate(deployment.model_dump())
-        row = rows.deployment_row(new)
-
-        def tx(conn: sa.Connection) -> Deployment:
-            if conn.execute(sa.select(flows.c.id).where(flows.c.id == new.flow_id)).first() is None:
-                raise NotFound("flow", new.flow_id)
-            stmt = self._insert(deployments).values(row)
-            keep = {"id", "flow_id", "name", "created"}
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[deployments.c.flow_id, deployments.c.name],
-                set_={k: stmt.excluded[k] for k in row if k not in keep},
-            )
-            conn.execute(stmt)
-            stored_id = conn.execute(
-                sa.select(deployments.c.id).where(
-                    deployments.c.flow_id == new.flow_id, deployments.c.name == new.name
-                )
-            ).scalar_one()
-            self._replace_schedules(conn, stored_id, new.schedules)
-            query = sa.select(deployments).where(deployments.c.id == stored_id)
-            return self._read_deployments(conn, query)[0]
-
+        upsert = self._insert(deployments)
         try:
-            return self._write(tx)
+            return self._write(lambda conn: deployments_tx.upsert(conn, upsert, new))
         except IntegrityError as exc:
             raise ObjectAlreadyExists(f"cannot store deployment {new.name!r}: {exc.orig}") from exc
 
     def read_deployment(self, deployment_id: UUID) -> Deployment:
         """Return the deployment with this id (``NotFound`` if none)."""
         query = sa.select(deployments).where(deployments.c.id == deployment_id)
-        found = self._read(lambda c: self._read_deployments(c, query))
+        found = self._read(lambda c: deployments_tx.read(c, query))
         if not found:
             raise NotFound("deployment", deployment_id)
         return found[0]
@@ -257,36 +206,14 @@ class Store:
         if flow_id is not None:
             query = query.where(deployments.c.flow_id == flow_id)
         query = query.limit(limit).offset(offset)
-        return self._read(lambda c: self._read_deployments(c, query))
+        return self._read(lambda c: deployments_tx.read(c, query))
 
     def update_deployment(self, deployment_id: UUID, **changes: Any) -> Deployment:
         """Change fields of a deployment (paused, schedules, parameters, ...)."""
-        for key in changes.keys() & _FIXED_DEPLOYMENT_FIELDS:
+        for key in changes.keys() & deployments_tx.FIXED_FIELDS:
             raise ValidationError(key, changes[key], "cannot be changed")
-
-        def tx(conn: sa.Connection) -> Deployment:
-            query = sa.select(deployments).where(deployments.c.id == deployment_id)
-            found = self._read_deployments(conn, query.with_for_update())
-            if not found:
-                raise NotFound("deployment", deployment_id)
-            try:
-                updated = Deployment.model_validate(
-                    {**found[0].model_dump(), **changes, "updated": now()}
-                )
-            except pydantic.ValidationError as exc:
-                raise _validation_error(exc) from exc
-            row = rows.deployment_row(updated)
-            conn.execute(
-                sa.update(deployments)
-                .where(deployments.c.id == deployment_id)
-                .values({k: v for k, v in row.items() if k not in ("id", "created")})
-            )
-            if "schedules" in changes:
-                self._replace_schedules(conn, deployment_id, updated.schedules)
-            return self._read_deployments(conn, query)[0]
-
         try:
-            return self._write(tx)
+            return self._write(lambda c: deployments_tx.update(c, deployment_id, changes))
         except IntegrityError as exc:
             raise ObjectAlreadyExists(
                 f"cannot update deployment {deployment_id}: {exc.orig}"
@@ -294,19 +221,7 @@ class Store:
 
     def delete_deployment(self, deployment_id: UUID) -> None:
         """Delete a deployment and its not-yet-started (SCHEDULED) runs; other runs keep theirs."""
-
-        def tx(conn: sa.Connection) -> None:
-            conn.execute(
-                sa.delete(flow_runs).where(
-                    flow_runs.c.deployment_id == deployment_id,
-                    flow_runs.c.state_type == StateType.SCHEDULED.value,
-                )
-            )
-            gone = conn.execute(sa.delete(deployments).where(deployments.c.id == deployment_id))
-            if gone.rowcount == 0:
-                raise NotFound("deployment", deployment_id)
-
-        self._write(tx)
+        self._write(lambda c: deployments_tx.delete(c, deployment_id))
 
     # -- flow runs -----------------------------------------------------------------------
     def create_flow_run(self, flow_run: FlowRunCreate) -> FlowRun:
@@ -462,7 +377,7 @@ class Store:
             try:
                 updated = FlowRun.model_validate({**data, **changes, "updated": now()})
             except pydantic.ValidationError as exc:
-                raise _validation_error(exc) from exc
+                raise rows.validation_error(exc) from exc
             new_row = rows.flow_run_row(updated)
             values = {k: new_row[k] for k in (*changes, "updated")}
             conn.execute(sa.update(flow_runs).where(flow_runs.c.id == flow_run_id).values(values))
