@@ -3,7 +3,9 @@
 PostgreSQL comes from ``NBFLOW_TEST_POSTGRES_URL`` (``scripts/postgres-up.sh`` starts one
 and prints it).  Without it the PostgreSQL variants are skipped locally and fail on CI
 (``CI`` set), where the server is always provided.  Each PostgreSQL test gets a schema of
-its own (through ``search_path``), dropped afterwards.
+its own (through ``search_path``), dropped afterwards — after cutting off any connection
+still using it (a server or run process that is still shutting down would otherwise
+deadlock the ``DROP``).
 """
 
 from __future__ import annotations
@@ -49,9 +51,18 @@ def database_url(backend: str, directory: Path) -> Iterator[str]:
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     try:
-        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
+        url = base.update_query_dict(
+            {"options": f"-csearch_path={schema}", "application_name": schema}
+        )
         yield url.render_as_string(hide_password=False)
     finally:
         with admin.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": schema},
+            )
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from nbflow.exceptions import NbflowError, ValidationError
@@ -332,10 +333,12 @@ class KubernetesRunner(Runner):
             return False
         k8s = _k8s()
         try:
-            status = batch.read_namespaced_job_status(job.name, job.namespace).status
+            obj = batch.read_namespaced_job_status(job.name, job.namespace)
         except k8s.client.ApiException:
             return False
-        return _condition(status, "Failed", None) is not None
+        # The Job controller deletes a late Job's pods before it records the Failed
+        # condition, so a pod deletion seen in between is judged by the deadline itself.
+        return _condition(obj.status, "Failed", None) is not None or _past_deadline(obj)
 
     def _detach(self, core: Any, batch: Any, job: _Job, *, keep: str) -> None:
         """Delete the Job but not its pod ``keep``, and every other pod of the Job at once."""
@@ -363,17 +366,22 @@ class KubernetesRunner(Runner):
     def _job_cause(self, batch: Any, job: _Job) -> _Outcome | None:
         """Return the Job's own failure cause (DeadlineExceeded) once its pod ended."""
         k8s = _k8s()
+        obj = None
         for _ in range(10):  # the Job's condition may trail its pod's end a little
             try:
-                status = batch.read_namespaced_job_status(job.name, job.namespace).status
+                obj = batch.read_namespaced_job_status(job.name, job.namespace)
             except k8s.client.ApiException:
                 return None
+            status = obj.status
             deadline = _condition(status, "Failed", "DeadlineExceeded")
             if deadline is not None:
                 return _Outcome(-1, f"DeadlineExceeded: {deadline}")
             if status.succeeded or _condition(status, "Failed", None) is not None:
                 return None
             time.sleep(POLL_SECONDS)
+        if obj is not None and _past_deadline(obj):
+            seconds = obj.spec.active_deadline_seconds
+            return _Outcome(-1, f"DeadlineExceeded: the Job ran past its {seconds} s deadline")
         return None
 
     def _stream_logs(self, core: Any, job: _Job, pod: str, shipper: LogShipper) -> None:
@@ -514,6 +522,16 @@ def _delete_quietly(
         # 404: already gone; 409: a precondition (uid) failed, it is another object now.
         if exc.status not in (404, 409):
             raise
+
+
+def _past_deadline(job: Any) -> bool:
+    """Whether the Job has run past ``activeDeadlineSeconds`` (its controller then fails it)."""
+    seconds = job.spec.active_deadline_seconds if job.spec is not None else None
+    started = job.status.start_time if job.status is not None else None
+    if not seconds or started is None:
+        return False
+    elapsed = (datetime.now(UTC) - started).total_seconds()
+    return bool(elapsed >= seconds)
 
 
 def _condition(status: Any, kind: str, reason: str | None) -> str | None:

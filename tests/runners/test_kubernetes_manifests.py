@@ -186,3 +186,23 @@ def test_pod_states_map_to_crash_causes() -> None:
     done = V1ContainerState(terminated=V1ContainerStateTerminated(exit_code=0, reason="Completed"))
     outcome = _pod_outcome(_pod(done, "Succeeded"))
     assert outcome is not None and (outcome.exit_code, outcome.reason) == (0, None)
+
+
+def test_a_job_past_its_deadline_is_failed_before_its_condition_says_so() -> None:
+    """The Job controller deletes a late Job's pods before it records Failed: that pod
+    deletion must read as the deadline (Crashed), not as a drain (rescheduled)."""
+    from datetime import UTC, datetime, timedelta
+
+    from kubernetes.client import V1Job, V1JobSpec, V1JobStatus, V1PodTemplateSpec
+
+    from nbflow.runners.kubernetes import _past_deadline
+
+    def job(deadline: int | None, started_ago: float | None) -> V1Job:
+        start = None if started_ago is None else datetime.now(UTC) - timedelta(seconds=started_ago)
+        spec = V1JobSpec(template=V1PodTemplateSpec(), active_deadline_seconds=deadline)
+        return V1Job(spec=spec, status=V1JobStatus(start_time=start))
+
+    assert _past_deadline(job(8, 9))
+    assert not _past_deadline(job(8, 2))
+    assert not _past_deadline(job(None, 900))
+    assert not _past_deadline(job(8, None))
