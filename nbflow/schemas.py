@@ -242,6 +242,15 @@ class FlowRunFilter(_Model):
     limit: int = Field(default=100, ge=1, le=1000)
     offset: int = Field(default=0, ge=0)
     sort: Literal["created_desc", "expected_start_asc"] = "created_desc"
+    #: ``upcoming``: only Scheduled runs not due yet (sorted soonest first unless ``sort``
+    #: is given); ``history``: every other run.  None: both.
+    view: Literal["history", "upcoming"] | None = None
+
+    @model_validator(mode="after")
+    def _upcoming_soonest_first(self) -> FlowRunFilter:
+        if self.view == "upcoming" and "sort" not in self.model_fields_set:
+            self.sort = "expected_start_asc"
+        return self
 
 
 class TaskRunFilter(_Model):

@@ -25,6 +25,8 @@ DOMAIN = {"exceptions", "parameters", "schemas", "settings", "states"}
 #: The layer of each top-level name under ``nbflow/`` (a subpackage or a module).
 LAYER_OF = {
     **dict.fromkeys(DOMAIN, "domain"),
+    # Rule models, matching, message rendering and one delivery attempt: domain imports only.
+    "notifications": "domain",
     "orchestration": "orchestration",
     "client": "client",
     "engine": "engine",

@@ -24,13 +24,17 @@ from traitlets import (
     TraitError,
     Unicode,
     default,
+    observe,
     validate,
 )
 
 from nbflow.client.base import Client
 from nbflow.client.embedded import EmbeddedClient
+from nbflow.notifications.delivery import Sender, SMTPSettings
+from nbflow.notifications.messages import panel_link
 from nbflow.orchestration.lifecycle import FlowRunLifecycle
 from nbflow.orchestration.store import Store
+from nbflow.orchestration.store.automations import AutomationStore
 from nbflow.runners import Runner, available_runners, get_runner
 from nbflow.schemas import FlowRun
 from nbflow.settings import get_settings
@@ -42,6 +46,7 @@ from nbflow_server.services.dispatcher import Dispatcher, DispatcherService, Run
 from nbflow_server.services.kernel_env import install_kernel_env
 from nbflow_server.services.kernels import KernelRunsService
 from nbflow_server.services.monitors import Monitor, MonitorService
+from nbflow_server.services.notifications import NotificationService, Notifier
 from nbflow_server.services.scheduler import SchedulerService
 from nbflow_server.tokens import RunTokenSigner, load_or_create_secret
 
@@ -105,15 +110,33 @@ class NbflowApp(ExtensionApp):
         help="Most flow runs the dispatcher lets run at once across all deployments (None: no limit).",
     ).tag(config=True)
 
+    scheduled_runs_ahead = Integer(
+        3,
+        help=(
+            "How many of its next runs each schedule of a deployment keeps created (Scheduled) "
+            "ahead of time; the scheduler tops them up every pass, however far ahead they are "
+            "(an every-minute schedule has this many waiting, a daily one the next days')."
+        ),
+    ).tag(config=True)
+
     schedule_ahead_seconds = Float(
         3600.0,
-        help="How far ahead (seconds) the scheduler creates the Scheduled runs of schedules.",
+        help="Deprecated and ignored: the scheduler keeps scheduled_runs_ahead runs per schedule.",
     ).tag(config=True)
 
     max_scheduled_runs = Integer(
         100,
-        help="Most runs the scheduler creates ahead per deployment in one pass.",
+        help="Deprecated and ignored: the scheduler keeps scheduled_runs_ahead runs per schedule.",
     ).tag(config=True)
+
+    @observe("schedule_ahead_seconds", "max_scheduled_runs")
+    def _deprecated_scheduling(self, change: Any) -> None:
+        self.log.warning(
+            "nbflow: NbflowApp.%s is deprecated and ignored; the scheduler keeps the next "
+            "NbflowApp.scheduled_runs_ahead (%d) runs of each schedule",
+            change["name"],
+            self.scheduled_runs_ahead,
+        )
 
     late_after_seconds = Float(
         15.0,
@@ -167,6 +190,14 @@ class NbflowApp(ExtensionApp):
         ),
     ).tag(config=True)
 
+    kernel_death_poll_seconds = Float(
+        0.5,
+        help=(
+            "Seconds between two checks that a kernel of this server is alive (its restarter's "
+            "poll, 3 s in jupyter_client): a dead kernel's interactive run is Crashed this fast."
+        ),
+    ).tag(config=True)
+
     kernel_interrupt_grace = Float(
         10.0,
         help=(
@@ -198,6 +229,82 @@ class NbflowApp(ExtensionApp):
         ),
     ).tag(config=True)
 
+    # -- notifications (docs/notifications.md) -----------------------------------------
+    smtp_host = Unicode(
+        "", help="SMTP server that sends notification emails (empty: email rules cannot send)."
+    ).tag(config=True)
+
+    smtp_port = Integer(
+        25, help="Port of the SMTP server (587 with smtp_starttls, 465 with smtp_ssl)."
+    ).tag(config=True)
+
+    smtp_username = Unicode("", help="SMTP login user (empty: no login).").tag(config=True)
+
+    smtp_password = Unicode("", help="SMTP login password.").tag(config=True)
+
+    smtp_from = Unicode(
+        "", help="From address of notification emails (empty: nbflow@<this host>)."
+    ).tag(config=True)
+
+    smtp_starttls = Bool(
+        False, help="Upgrade the SMTP connection with STARTTLS before logging in."
+    ).tag(config=True)
+
+    smtp_ssl = Bool(False, help="Connect to the SMTP server over TLS (SMTPS, port 465).").tag(
+        config=True
+    )
+
+    smtp_timeout = Float(30.0, help="Seconds an SMTP connection or command may take.").tag(
+        config=True
+    )
+
+    notification_attempts = Integer(
+        5, help="Attempts to deliver a notification before it is recorded as failed."
+    ).tag(config=True)
+
+    notification_backoff_seconds = Float(
+        5.0,
+        help="Wait after a failed delivery attempt; doubled after each further failure.",
+    ).tag(config=True)
+
+    notification_max_backoff_seconds = Float(
+        300.0, help="Longest wait between two delivery attempts."
+    ).tag(config=True)
+
+    notification_webhook_timeout = Float(
+        10.0, help="Seconds a webhook receiver has to answer one notification."
+    ).tag(config=True)
+
+    notification_link_url = Unicode(
+        "",
+        help=(
+            "Public URL of this Jupyter server (https://jupyter.example.com/user/me/) for the "
+            "links to runs in notifications: <url>lab?nbflow-run=<run id>. Default: the "
+            "server's own URL."
+        ),
+    ).tag(config=True)
+
+    @validate(
+        "smtp_timeout",
+        "notification_backoff_seconds",
+        "notification_max_backoff_seconds",
+        "notification_webhook_timeout",
+    )
+    def _positive_notification_setting(self, proposal: Any) -> float:
+        value = float(proposal["value"])
+        if value <= 0:
+            raise TraitError(
+                f"NbflowApp.{proposal['trait'].name}={value!r}: must be a positive number of seconds"
+            )
+        return value
+
+    @validate("notification_attempts", "smtp_port")
+    def _positive_notification_count(self, proposal: Any) -> int:
+        value = int(proposal["value"])
+        if value < 1:
+            raise TraitError(f"NbflowApp.{proposal['trait'].name}={value!r}: must be at least 1")
+        return value
+
     @default("db_url")
     def _default_db_url(self) -> str:
         return get_settings().database_url
@@ -214,6 +321,7 @@ class NbflowApp(ExtensionApp):
         "dispatch_interval",
         "cancel_timeout",
         "kernel_interrupt_grace",
+        "kernel_death_poll_seconds",
     )
     def _positive(self, proposal: Any) -> float:
         value = float(proposal["value"])
@@ -223,7 +331,13 @@ class NbflowApp(ExtensionApp):
             )
         return value
 
-    @validate("global_concurrency_limit", "max_scheduled_runs", "max_body_bytes", "max_json_depth")
+    @validate(
+        "global_concurrency_limit",
+        "max_scheduled_runs",
+        "scheduled_runs_ahead",
+        "max_body_bytes",
+        "max_json_depth",
+    )
     def _limit(self, proposal: Any) -> int | None:
         value = proposal["value"]
         if value is not None and value < 1:
@@ -246,6 +360,9 @@ class NbflowApp(ExtensionApp):
     monitors: MonitorService | None = None
     kernel_runs: KernelRunsService | None = None
     runners: RunnerPool
+    #: Notification rules and their deliveries (``/automations``).
+    automations: AutomationStore
+    notifications: NotificationService | None = None
 
     def initialize_settings(self) -> None:
         """Open the store, load the token secret and prepare the services."""
@@ -258,6 +375,7 @@ class NbflowApp(ExtensionApp):
             token_minter=self.mint_run_token,
         )
         self.client = EmbeddedClient(self.lifecycle)
+        self.automations = AutomationStore(self.lifecycle.store)
         self.event_bus = EventBus()
         self.runners = RunnerPool(self._make_runner)
         if self.serverapp is not None:
@@ -271,8 +389,7 @@ class NbflowApp(ExtensionApp):
         self.scheduler = SchedulerService(
             self.lifecycle,
             interval=self.scheduler_interval,
-            horizon=self.schedule_ahead_seconds,
-            max_runs=self.max_scheduled_runs,
+            runs_ahead=self.scheduled_runs_ahead,
             on_created=lambda run: self.event_bus.publish(flow_run_event(run)),
         )
         dispatch_runners = frozenset(self.dispatch_runners)
@@ -319,11 +436,45 @@ class NbflowApp(ExtensionApp):
                 publish=self.event_bus.publish,
                 run_event=flow_run_event,
                 interrupt_grace=self.kernel_interrupt_grace,
+                death_poll=self.kernel_death_poll_seconds,
                 interval=self.monitor_interval,
             )
             services.append(self.kernel_runs)
+        self.notifications = NotificationService(
+            self.make_notifier(), subscribe=self.event_bus.subscribe, interval=self.monitor_interval
+        )
+        services.append(self.notifications)
         # Monitors first: their first pass reconciles what a previous server left behind.
         return services
+
+    def make_notifier(self) -> Notifier:
+        """Build the notifier with this server's SMTP, retry and link settings."""
+        smtp = SMTPSettings(
+            host=self.smtp_host,
+            port=self.smtp_port,
+            username=self.smtp_username,
+            password=self.smtp_password,
+            sender=self.smtp_from,
+            starttls=self.smtp_starttls,
+            ssl=self.smtp_ssl,
+            timeout=self.smtp_timeout,
+        )
+        return Notifier(
+            self.client,
+            self.automations,
+            sender=Sender(smtp, webhook_timeout=self.notification_webhook_timeout),
+            link=self.run_link,
+            max_attempts=self.notification_attempts,
+            backoff=self.notification_backoff_seconds,
+            max_backoff=self.notification_max_backoff_seconds,
+        )
+
+    def run_link(self, flow_run_id: UUID) -> str | None:
+        """Return the URL that opens a run in the JupyterLab panel."""
+        base = self.notification_link_url
+        if not base and self.serverapp is not None:
+            base = self.serverapp.connection_url
+        return panel_link(base, flow_run_id) if base else None
 
     def _publish_run(self, run: FlowRun) -> None:
         self.event_bus.publish(flow_run_event(run))

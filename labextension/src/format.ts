@@ -1,5 +1,5 @@
 /** Formatting helpers shared by the components (plain functions, unit-tested). */
-import { StateType } from './api';
+import { FlowRun, LogRecord, StateType } from './api';
 
 /** The CSS colour variable of a state type. */
 export const STATE_COLORS: Record<StateType, string> = {
@@ -150,4 +150,44 @@ export function showParameter(value: unknown, type: string | string[] | undefine
     return '';
   }
   return JSON.stringify(value);
+}
+
+/** What cancelling a run does, in the confirmation dialog: it depends on where it runs. */
+export function cancelPrompt(run: FlowRun): string {
+  const what = `Cancel "${run.name}" (${run.state?.name ?? 'no state'})?`;
+  const started = run.state?.type === 'RUNNING' || run.state?.type === 'CANCELLING';
+  if (!started) {
+    return `${what} It has not started; it will not run.`;
+  }
+  if (run.mode === 'interactive') {
+    return (
+      `${what} Its kernel is interrupted: the running cell stops and the run ends Cancelled. ` +
+      'The kernel and its variables stay.'
+    );
+  }
+  return `${what} Its process (and everything it started) is stopped; the output notebook keeps what ran.`;
+}
+
+export const LOG_LEVELS: Record<number, string> = {
+  10: 'DEBUG',
+  20: 'INFO',
+  30: 'WARNING',
+  40: 'ERROR',
+  50: 'CRITICAL'
+};
+
+/** Which logs to show: at least `level`, and of one task run (`''`: all, `'flow'`: the run's own). */
+export interface LogFilter {
+  level: number;
+  task: string;
+}
+
+/** The logs that pass the filter, in order. */
+export function filterLogs(logs: LogRecord[], filter: LogFilter): LogRecord[] {
+  return logs.filter(
+    l =>
+      l.level >= filter.level &&
+      (filter.task === '' ||
+        (filter.task === 'flow' ? !l.task_run_id : l.task_run_id === filter.task))
+  );
 }

@@ -12,7 +12,7 @@ import { PageConfig } from '@jupyterlab/coreutils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { NotebookPanel } from '@jupyterlab/notebook';
-import { ServerConnection } from '@jupyterlab/services';
+import { KernelAPI, ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ReactWidget } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
@@ -24,6 +24,7 @@ import { NbflowPanel } from './components/Panel';
 import { RunNowForm } from './components/RunNowForm';
 import { ScheduleForm } from './components/ScheduleForm';
 import { SocketLike } from './model';
+import { installWidgetCancel } from './widgetCancel';
 
 const PLUGIN_ID = 'nbflow-labextension:plugin';
 
@@ -87,6 +88,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
         serverSettings
       )
     );
+    const restartKernel = (kernelId: string) => KernelAPI.restartKernel(kernelId, serverSettings);
+    // The notebook widget's Cancel button acts through the server while its cell runs.
+    installWidgetCancel(document, {
+      cancelRun: id => api.cancelRun(id),
+      readRun: id => api.getRun(id),
+      restartKernel
+    });
     const settings: PanelSettings = { ...DEFAULT_SETTINGS };
     const contents = app.serviceManager.contents;
 
@@ -103,6 +111,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       api,
       settings,
       openSocket,
+      restartKernel,
       confirm: async (title, body, accept) => {
         const result = await showDialog({
           title,
@@ -143,6 +152,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.shell.add(panel, 'left', { rank: 850 });
     if (restorer) {
       restorer.add(panel, 'nbflow-panel');
+    }
+    // `lab?nbflow-run=<id>` (the link in nbflow's notifications) opens that run's page.
+    const linked = new URLSearchParams(window.location.search).get('nbflow-run');
+    if (linked && /^[0-9a-f-]{36}$/i.test(linked)) {
+      panel.showRun(linked);
+      void app.restored.then(() => app.shell.activateById(panel.id));
     }
 
     const schedule = (path: string) =>

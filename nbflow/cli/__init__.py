@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("nbflow.cli.deploy", "deploy a notebook to the server, optionally on a schedule"),
     "deployments": ("nbflow.cli.deployments", "list, pause, resume, run and delete deployments"),
     "cancel": ("nbflow.cli.cancel", "cancel a flow run"),
+    "notify": ("nbflow.cli.notify", "add, list and remove notification rules (webhook or email)"),
 }
 
 

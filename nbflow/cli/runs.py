@@ -1,4 +1,4 @@
-"""``nbflow runs ls|show|output``: list and inspect flow runs, fetch their output notebooks.
+"""``nbflow runs ls|show|output|diff``: list, inspect and compare runs, fetch output notebooks.
 
 A run's output notebook is stored with the run: on the embedded store as the file the run
 wrote (``output_path``), through a server as an artifact holding the notebook (a run in a
@@ -29,6 +29,7 @@ from nbflow.cli._output import (
 )
 from nbflow.client import Client, get_client
 from nbflow.exceptions import FlowRunNotFound, NbflowError, NotFound
+from nbflow.orchestration.diff import run_duration
 from nbflow.schemas import FlowRun, FlowRunFilter, TaskRunFilter
 from nbflow.settings import get_settings
 from nbflow.states import DEFAULT_NAMES, StateType
@@ -66,6 +67,21 @@ def register(subparsers: Any) -> None:
     ls.add_argument(
         "--limit", type=_positive_int, default=20, metavar="N", help="at most N runs (20)"
     )
+    views = ls.add_mutually_exclusive_group()
+    views.add_argument(
+        "--history",
+        dest="view",
+        action="store_const",
+        const="history",
+        help="leave out the scheduled runs that are not due yet",
+    )
+    views.add_argument(
+        "--upcoming",
+        dest="view",
+        action="store_const",
+        const="upcoming",
+        help="only the scheduled runs not due yet, soonest first",
+    )
     ls.add_argument("--json", action="store_true", help="print the runs as a JSON list")
     ls.set_defaults(handler=handle_ls, prog=ls.prog)
 
@@ -94,6 +110,11 @@ def register(subparsers: Any) -> None:
     )
     output.add_argument("--force", action="store_true", help="overwrite FILE when it exists")
     output.set_defaults(handler=handle_output, prog=output.prog)
+
+    # Imported here: runs_diff reads output notebooks with this module's functions.
+    from nbflow.cli import runs_diff
+
+    runs_diff.register(group)
 
 
 def _positive_int(text: str) -> int:
@@ -132,19 +153,6 @@ _KNOWN_NAMES = sorted(
 )
 
 
-def run_duration(run: FlowRun) -> float | None:
-    """Return how long the run ran (total run time; from the start until now when running)."""
-    if run.total_run_time:
-        return run.total_run_time
-    if run.start_time and run.end_time:
-        return (run.end_time - run.start_time).total_seconds()
-    if run.start_time and run.state_type == StateType.RUNNING:
-        from nbflow.states import now
-
-        return (now() - run.start_time).total_seconds()
-    return None
-
-
 def _state_label(run: FlowRun) -> str:
     return run.state.name if run.state else "-"
 
@@ -153,7 +161,11 @@ def handle_ls(args: argparse.Namespace) -> int:
     """List flow runs."""
     types, names = _state_filter(args.state)
     flt = FlowRunFilter(
-        state_types=types, state_names=names, flow_names=args.flow or None, limit=args.limit
+        state_types=types,
+        state_names=names,
+        flow_names=args.flow or None,
+        limit=args.limit,
+        view=args.view,
     )
     runs = get_client().read_flow_runs(flt)
     if args.json:
@@ -163,18 +175,19 @@ def handle_ls(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no flow runs in {store_location(get_settings())}", file=sys.stderr)
         return 0
+    upcoming = args.view == "upcoming"
     rows = [
         [
             short_id(run.id),
             run.name,
             run.flow_name or "-",
             _state_label(run),
-            format_time(run.start_time),
+            format_time(run.expected_start_time if upcoming else run.start_time),
             format_duration(run_duration(run)),
         ]
         for run in runs
     ]
-    print_table(["ID", "NAME", "FLOW", "STATE", "START", "DURATION"], rows)
+    print_table(["ID", "NAME", "FLOW", "STATE", "DUE" if upcoming else "START", "DURATION"], rows)
     return 0
 
 

@@ -187,6 +187,23 @@ class HTTPClient(Client):
             raise ObjectAlreadyExists(message)
         raise APIError(status, method, str(response.url), message)
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        kind: str = "object",
+        key: Any = None,
+        retry: RetryMode = "always",
+    ) -> Any:
+        """Call a route outside the :class:`Client` interface (``/automations``): the same
+        retries and error mapping as every method here."""
+        return self._request(
+            method, path, json=json, params=params, kind=kind, key=key, retry=retry
+        )
+
     # -- flows ---------------------------------------------------------------------------
     def create_flow(self, flow: Flow) -> Flow:
         """Register ``flow`` by name, or update the registered one; return the stored flow."""

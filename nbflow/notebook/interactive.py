@@ -16,6 +16,7 @@ Cached task run in it that nothing made stale since.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Collection
@@ -165,7 +166,7 @@ class InteractiveRun:
             name,
             run_name=engine.flow_run.name,
             state=engine.flow_run.state or Completed(),
-            on_cancel=self.cancel_from_widget,
+            on_cancel=functools.partial(self.cancel_from_widget, engine.flow_run.id),
         )
         for task in restored:
             self._restore(engine, task, resume)
@@ -347,13 +348,17 @@ class InteractiveRun:
         if self.engine is not None:
             self.engine.cancel()
 
-    def cancel_from_widget(self) -> None:
-        """Handle the widget's Cancel button.
+    def cancel_from_widget(self, flow_run_id: UUID) -> None:
+        """Handle the widget's Cancel button (of the widget of run ``flow_run_id``).
 
         Comm messages reach the kernel between cells, so this usually runs while no task
-        cell runs: the run is then finished (Cancelled) at once.  Otherwise the running
-        cell completes and the run ends when the next cell or ``%nbflow finish`` comes.
+        cell runs: the run is then finished (Cancelled) at once.  In JupyterLab the panel's
+        extension also cancels through the server the moment the button is clicked (the
+        server interrupts the busy kernel); this late click then finds the run ended, or a
+        newer run, which it leaves alone.
         """
+        if self.flow_run_id != flow_run_id:
+            return
         self.cancel()
         if not self._task_running:
             self.finish()

@@ -66,6 +66,10 @@ SUMMARY_KEY = "nbflow"
 TICK_SECONDS = 1.0
 
 
+#: CSS class of the widget's Cancel button (the JupyterLab extension's click hook).
+CANCEL_BUTTON_CLASS = "nbflow-cancel-run"
+
+
 def plural(count: int, word: str, many: str | None = None) -> str:
     """Return ``"1 retry"``, ``"2 retries"``: the count with the word in the right number."""
     if count == 1:
@@ -227,6 +231,10 @@ class FlowRunWidget:
             description="Cancel run", button_style="warning", icon="stop"
         )
         self.cancel_button.on_click(lambda _button: self.cancel())
+        # JupyterLab's nbflow extension finds the button by these classes and cancels
+        # through the server at once: the click's comm message waits for a busy kernel.
+        self.cancel_button.add_class(CANCEL_BUTTON_CLASS)
+        self.cancel_button.add_class(f"nbflow-run-{flow_run_id}")
         self.view = widgets.VBox(
             [self.header, widgets.HBox([self.progress, self.cancel_button]), self.table]
         )

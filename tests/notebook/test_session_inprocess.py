@@ -123,3 +123,25 @@ def test_nbflow_cancel_of_a_scheduled_run_in_the_embedded_store_cancels_it(
     stored = client.read_flow_run(run.id)
     assert stored.state is not None and stored.state.type is StateType.CANCELLED
     assert "Cancelled" in capsys.readouterr().out
+
+
+def test_a_late_click_of_an_old_widget_leaves_the_newer_run_alone(
+    shell: tuple[Any, EmbeddedClient],
+) -> None:
+    # In JupyterLab the click cancels through the server at once; its comm message reaches
+    # the kernel later, possibly after a newer run started: it must not cancel that one.
+    ip, client = shell
+    ip.run_cell("%%flow late_clicks\nn = 1")
+    session = _session(ip)
+    old_widget = session.display.widget
+    old_run = session.run.engine.flow_run.id
+    assert {"nbflow-cancel-run", f"nbflow-run-{old_run}"} <= set(
+        old_widget.cancel_button._dom_classes
+    )
+    ip.run_line_magic("nbflow", "finish")
+    ip.run_cell("%%flow late_clicks\nn = 2")
+    new_run = session.run.engine.flow_run.id
+    assert new_run != old_run
+    old_widget.cancel_button.click()
+    state = client.read_flow_run(new_run).state
+    assert state is not None and state.type is StateType.RUNNING

@@ -42,7 +42,7 @@ def services_config(db_url: str, tmp_path: Path, **nbflow: Any) -> dict[str, Any
         "scheduler_interval": 0.5,
         "dispatch_interval": 0.2,
         "monitor_interval": 0.2,
-        "schedule_ahead_seconds": 60.0,
+        "scheduled_runs_ahead": 1,
     }
     settings.update(nbflow)
     return {

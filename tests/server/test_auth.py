@@ -18,6 +18,7 @@ from uuid import UUID, uuid4
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from nbflow.notifications import Automation
 from nbflow.schemas import (
     Artifact,
     Deployment,
@@ -48,9 +49,11 @@ class Target:
 
     run: FlowRun
     task_run_id: UUID
+    automation_id: UUID | None = None
 
     def ids(self) -> dict[str, str]:
         return {
+            "automation_id": str(self.automation_id),
             "flow_run_id": str(self.run.id),
             "flow_id": str(self.run.flow_id),
             "deployment_id": str(self.run.deployment_id),
@@ -124,6 +127,7 @@ CASES: list[Case] = [
     Case("get", "/flow_runs/{flow_run_id}/states", True),
     Case("get", "/flow_runs/{flow_run_id}/output", True),
     Case("get", "/flow_runs/{flow_run_id}/graph", True),
+    Case("get", "/flow_runs/{flow_run_id}/diff", False, query=lambda t: {"other": str(t.run.id)}),
     Case("get", "/task_runs", True, query=lambda t: {"flow_run_ids": str(t.run.id)}),
     Case(
         "post",
@@ -158,9 +162,26 @@ CASES: list[Case] = [
     Case("get", "/concurrency_limits", False),
     Case("put", "/concurrency_limits/{key}", False, body=lambda t: {"limit": 3}),
     Case("delete", "/concurrency_limits/{key}", False),
+    Case("get", "/automations", False),
+    Case(
+        "post",
+        "/automations",
+        False,
+        body=lambda t: {
+            "action": "webhook",
+            "webhook_url": "https://x.test/h",
+            "on_states": ["FAILED"],
+        },
+    ),
+    Case("get", "/automations/{automation_id}", False),
+    Case("get", "/automations/{automation_id}/deliveries", False),
+    Case("get", "/notification_deliveries", False),
+    Case("patch", "/automations/{automation_id}", False, body=lambda t: {"enabled": True}),
+    Case("delete", "/automations/{automation_id}", False),
     Case("get", "/events", False),
     Case("get", "/openapi.json", False),
     Case("get", "/schedules/preview", False, query=lambda t: {"cron": "0 * * * *"}),
+    Case("get", "/schedules/upcoming", False),
     Case("get", "/notebook_parameters", False, query=lambda t: {"path": "walk.ipynb"}),
 ]
 
@@ -192,6 +213,11 @@ def _build_world(app: NbflowApp, root: Path) -> World:
         DeploymentCreate(flow_id=elsewhere.id, name="theirs", notebook=make_notebook())
     )
     world = World(app)
+    rule = app.automations.create(
+        Automation.model_validate(
+            {"action": "webhook", "webhook_url": "https://x.test/h", "on_states": ["FAILED"]}
+        )
+    )
 
     def run(name: str, *states: State, deployment: Deployment = deployment) -> None:
         created = client.create_flow_run(
@@ -213,7 +239,7 @@ def _build_world(app: NbflowApp, root: Path) -> World:
                 flow_run_id=created.id, key="output-notebook", kind="notebook", data=make_notebook()
             )
         )
-        world.targets[name] = Target(client.read_flow_run(created.id), task_run.id)
+        world.targets[name] = Target(client.read_flow_run(created.id), task_run.id, rule.id)
 
     run("live", Pending(), Running())
     run("other", Pending(), Running(), deployment=theirs)

@@ -251,6 +251,8 @@ async def test_a_kernel_that_dies_crashes_its_run(
     async with started_kernel(jp_fetch, jp_serverapp) as kernel:
         run, _ = await _start_long_task(api, kernel, "killed", "import time\ntime.sleep(60)")
         km = jp_serverapp.kernel_manager.get_kernel(kernel.id)
+        # Death is noticed by the restarter's poll, shortened from jupyter_client's 3 s.
+        assert km._restarter.time_to_dead == nbflow_app.kernel_death_poll_seconds == 0.5
         os.kill(km.provisioner.process.pid, signal.SIGKILL)
 
         final = await _final(api, "the run to end", "flow_runs", run["id"])

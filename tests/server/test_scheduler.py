@@ -113,9 +113,10 @@ def test_schedule_deployments_creates_runs_once(store: EmbeddedClient) -> None:
     )
     at = utc(2026, 6, 1, 10, 10)
     lifecycle = store.lifecycle
-    created = schedule_deployments(lifecycle, at=at, horizon=timedelta(hours=2))
+    # The next two times of each active schedule: 11:00, 12:00 and 10:30, 11:00 (shared).
+    created = schedule_deployments(lifecycle, at=at, runs_ahead=2)
     assert hm([r.expected_start_time for r in created]) == [  # type: ignore[misc]
-        "06-01 10:30", "06-01 11:00", "06-01 11:30", "06-01 12:00",
+        "06-01 10:30", "06-01 11:00", "06-01 12:00",
     ]  # fmt: skip
     run = created[0]
     assert run.deployment_id == dep.id and run.state and run.state.type == "SCHEDULED"
@@ -126,12 +127,10 @@ def test_schedule_deployments_creates_runs_once(store: EmbeddedClient) -> None:
     assert "auto-scheduled" in run.tags
 
     # Passes again, later, and overlapping: no duplicates, only the new times.
-    assert schedule_deployments(lifecycle, at=at, horizon=timedelta(hours=2)) == []
-    later = schedule_deployments(
-        lifecycle, at=at + timedelta(minutes=30), horizon=timedelta(hours=2)
-    )
-    assert hm([r.expected_start_time for r in later]) == ["06-01 12:30"]  # type: ignore[misc]
-    assert store.count_flow_runs(FlowRunFilter(deployment_ids=[dep.id])) == 5
+    assert schedule_deployments(lifecycle, at=at, runs_ahead=2) == []
+    later = schedule_deployments(lifecycle, at=at + timedelta(minutes=30), runs_ahead=2)
+    assert hm([r.expected_start_time for r in later]) == ["06-01 11:30"]  # type: ignore[misc]
+    assert store.count_flow_runs(FlowRunFilter(deployment_ids=[dep.id])) == 4
     assert store.count_flow_runs(FlowRunFilter(deployment_ids=[paused.id])) == 0
 
 
@@ -146,7 +145,9 @@ async def test_api_refuses_bad_schedules_and_drops_runs_of_old_schedules(
     assert status == 400 and body["errors"][0]["field"] == "body.schedules.0.cron"
     _, dep = await api("POST", "deployments", body={**base, "schedules": [{"cron": "0 * * * *"}]})
     loop = asyncio.get_running_loop()
-    created = await loop.run_in_executor(None, lambda: schedule_deployments(nbflow_app.lifecycle))
+    created = await loop.run_in_executor(
+        None, lambda: schedule_deployments(nbflow_app.lifecycle, runs_ahead=1)
+    )
     assert len(created) == 1
     _, manual = await api("POST", "deployments", dep["id"], "runs", body={})
     status, _ = await api(

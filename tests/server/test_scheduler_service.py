@@ -21,7 +21,7 @@ def jp_server_config(tmp_path: Path) -> dict[str, Any]:
             "secret_file": str(tmp_path / "secret"),
             "services_enabled": True,
             "scheduler_interval": 3600,
-            "schedule_ahead_seconds": 3 * 3600,
+            "scheduled_runs_ahead": 3,
         },
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nbflow_server.handlers import (
     artifacts,
+    automations,
     claims,
     deployments,
     events,
@@ -35,6 +36,7 @@ ROUTES: list[Route] = [
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/states", flow_runs.FlowRunStatesHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/output", flow_runs.FlowRunOutputHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/graph", flow_runs.FlowRunGraphHandler),
+    Route(f"/flow_runs/(?P<flow_run_id>{ID})/diff", flow_runs.FlowRunDiffHandler),
     Route("/task_runs", task_runs.TaskRunsHandler),
     Route("/task_runs/batch", task_runs.TaskRunBatchHandler),
     Route(f"/task_runs/(?P<task_run_id>{ID})/states", task_runs.TaskRunStatesHandler),
@@ -43,8 +45,16 @@ ROUTES: list[Route] = [
     Route("/artifacts", artifacts.ArtifactsHandler),
     Route("/concurrency_limits", claims.ConcurrencyLimitsHandler),
     Route(f"/concurrency_limits/(?P<key>{ID})", claims.ConcurrencyLimitHandler),
+    Route("/automations", automations.AutomationsHandler),
+    Route(f"/automations/(?P<automation_id>{ID})", automations.AutomationHandler),
+    Route(
+        f"/automations/(?P<automation_id>{ID})/deliveries",
+        automations.AutomationDeliveriesHandler,
+    ),
+    Route("/notification_deliveries", automations.NotificationDeliveriesHandler),
     Route("/events", events.EventsHandler),
     Route("/openapi.json", openapi.OpenAPIHandler),
     Route("/schedules/preview", panel.SchedulePreviewHandler),
+    Route("/schedules/upcoming", panel.UpcomingRunsHandler),
     Route("/notebook_parameters", panel.NotebookParametersHandler),
 ]

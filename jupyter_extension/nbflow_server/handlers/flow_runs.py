@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from nbflow.exceptions import NotFound, ValidationError
+from nbflow.exceptions import NbflowError, NotFound, ValidationError
+from nbflow.orchestration.diff import RunDiff, diff_runs, load_run
 from nbflow.schemas import (
     FlowRun,
     FlowRunCreate,
@@ -39,11 +40,13 @@ from nbflow_server.handlers.models import (
     RunToken,
     SetStateRequest,
     StateList,
+    _Body,
 )
 from nbflow_server.paths import confine_path
 
 __all__ = [
     "FlowRunCancelHandler",
+    "FlowRunDiffHandler",
     "FlowRunGraphHandler",
     "FlowRunHandler",
     "FlowRunHeartbeatHandler",
@@ -257,24 +260,12 @@ class FlowRunGraphHandler(NbflowHandler):
         self.write_model(FlowRunGraph(flow_run_id=rid, nodes=nodes, edges=edges))
 
 
-class FlowRunOutputHandler(NbflowHandler):
-    """``/flow_runs/{flow_run_id}/output``.
-
-    Serves the newest notebook artifact's ``data``, else the run's own output file: one
-    named ``<run id>.ipynb`` or the run's ``output_path``, under the server root or the
-    local outputs/results directories -- never a file another run's artifact names.
+class _OutputNotebooks(NbflowHandler):
+    """Finds a run's output notebook: the newest notebook artifact's ``data``, else the
+    run's own output file -- one named ``<run id>.ipynb`` or the run's ``output_path``,
+    under the server root or the local outputs/results directories -- never a file another
+    run's artifact names.
     """
-
-    @endpoint(
-        "read",
-        "The run's output notebook (nbformat JSON)",
-        raw_response="application/x-ipynb+json",
-    )
-    async def get(self, flow_run_id: str) -> None:
-        rid = self.parse_uuid("flow_run_id", flow_run_id)
-        notebook = await self.call(self._output_notebook, rid)
-        self.set_header("Content-Type", "application/x-ipynb+json")
-        self.finish(json.dumps(notebook))
 
     def _allowed_dirs(self) -> list[Path]:
         settings = get_settings()
@@ -333,3 +324,54 @@ class FlowRunOutputHandler(NbflowHandler):
             if notebook is not None:
                 return notebook
         raise NotFound("output notebook of flow run", flow_run_id)
+
+
+class FlowRunOutputHandler(_OutputNotebooks):
+    """``/flow_runs/{flow_run_id}/output``."""
+
+    @endpoint(
+        "read",
+        "The run's output notebook (nbformat JSON)",
+        raw_response="application/x-ipynb+json",
+    )
+    async def get(self, flow_run_id: str) -> None:
+        rid = self.parse_uuid("flow_run_id", flow_run_id)
+        notebook = await self.call(self._output_notebook, rid)
+        self.set_header("Content-Type", "application/x-ipynb+json")
+        self.finish(json.dumps(notebook))
+
+
+class DiffQuery(_Body):
+    """The run to compare with (B)."""
+
+    other: UUID
+
+
+class FlowRunDiffHandler(_OutputNotebooks):
+    """``/flow_runs/{flow_run_id}/diff?other={id}``: the run compared with another one.
+
+    The comparison is :func:`nbflow.orchestration.diff.diff_runs`, as ``nbflow runs diff``;
+    a run without an output notebook is compared all the same (``outputs_note`` says so).
+    """
+
+    @endpoint(
+        "read",
+        "Compare the run (A) with another (B): parameters, states, durations, task runs and "
+        "cell outputs; deltas are B - A",
+        query=DiffQuery,
+        response=RunDiff,
+    )
+    async def get(self, flow_run_id: str) -> None:
+        a = self.parse_uuid("flow_run_id", flow_run_id)
+        b = self.parse_query(DiffQuery).other
+        self.write_model(await self.call(self._diff, a, b))
+
+    def _diff(self, a: UUID, b: UUID) -> RunDiff:
+        def read_notebook(run: FlowRun) -> dict[str, Any]:
+            try:
+                return self._output_notebook(run.id)
+            except NotFound:
+                raise NbflowError(f"flow run {run.id} has no output notebook stored") from None
+
+        first = load_run(self.client, a, read_notebook)
+        return diff_runs(first, load_run(self.client, b, read_notebook))

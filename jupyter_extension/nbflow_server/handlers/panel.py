@@ -1,8 +1,13 @@
-"""Helpers of the JupyterLab panel: a schedule preview and a notebook's ``%%flow`` parameters.
+"""Helpers of the JupyterLab panel: schedule previews and a notebook's ``%%flow`` parameters.
 
-- ``GET /schedules/preview?cron=..&timezone=..&count=5`` (or ``interval_seconds=``) answers
-  the next run times, so the schedule dialog shows them before anything is saved, and a bad
-  cron or time zone is a 400 naming the field.
+- ``GET /schedules/preview?cron=..&timezone=..&count=5`` (or ``interval_seconds=`` with an
+  optional ``anchor_date=``) answers the next run times, so the schedule dialog shows them
+  before anything is saved, and a bad cron or time zone is a 400 naming the field.
+- ``GET /schedules/upcoming?count=5[&deployment_ids=..]`` answers the next run times of
+  each deployment with an active schedule (the panel's Upcoming view).
+
+Both compute the times with the scheduler's own :func:`next_run_times`, so what they show
+is exactly when the scheduler's runs are due.
 - ``GET /notebook_parameters?path=nb.ipynb`` answers the flow name, the typed parameters
   (JSON schema) and the schedule/runner options of the notebook's ``%%flow`` cell.
 """
@@ -10,11 +15,11 @@
 from __future__ import annotations
 
 import shlex
-import zoneinfo
-from datetime import datetime, timedelta
+import uuid
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from croniter import croniter
 from jupyter_core.utils import ensure_async
 from pydantic import Field
 
@@ -27,12 +32,18 @@ from nbflow.notebook.document import (
     load_notebook,
     notebook_parameters_schema,
 )
+from nbflow.schemas import Deployment, Schedule
 from nbflow.states import now
 from nbflow_server.handlers.base import NbflowHandler, endpoint
 from nbflow_server.handlers.models import _Body
 from nbflow_server.paths import confine_path
+from nbflow_server.services.scheduler import (
+    check_schedule,
+    deployment_run_times,
+    next_run_times,
+)
 
-__all__ = ["NotebookParametersHandler", "SchedulePreviewHandler"]
+__all__ = ["NotebookParametersHandler", "SchedulePreviewHandler", "UpcomingRunsHandler"]
 
 
 class SchedulePreviewQuery(_Body):
@@ -41,8 +52,10 @@ class SchedulePreviewQuery(_Body):
     cron: str | None = None
     interval_seconds: float | None = Field(default=None, gt=0)
     timezone: str = "UTC"
+    #: Start of an interval schedule's steps (default: the scheduler's, 2020-01-01 UTC).
+    anchor_date: datetime | None = None
     count: int = Field(default=5, ge=1, le=50)
-    #: Start of the preview (default: now).
+    #: Start of the preview, included (default: now).
     after: datetime | None = None
 
 
@@ -51,6 +64,32 @@ class SchedulePreview(_Body):
 
     timezone: str
     next: list[datetime]
+
+
+class UpcomingQuery(_Body):
+    """Which deployments (default: all) and how many next times of each."""
+
+    deployment_ids: list[uuid.UUID] | None = None
+    count: int = Field(default=5, ge=1, le=50)
+    #: Start of the listing, included (default: now).
+    after: datetime | None = None
+
+
+class UpcomingDeployment(_Body):
+    """The next run times of one deployment's active schedules (UTC, soonest first)."""
+
+    deployment_id: uuid.UUID
+    deployment_name: str
+    flow_id: uuid.UUID
+    #: A paused deployment's times are listed but not created until it is resumed.
+    paused: bool
+    next: list[datetime]
+
+
+class UpcomingRuns(_Body):
+    """The deployments with an active schedule, by their next run time."""
+
+    items: list[UpcomingDeployment]
 
 
 class NotebookParametersQuery(_Body):
@@ -74,35 +113,38 @@ class NotebookParameters(_Body):
     runners: list[str] = Field(default_factory=list)
 
 
-def next_times(query: SchedulePreviewQuery) -> list[datetime]:
-    """Return the next ``count`` times of a cron or interval schedule (ValidationError if bad)."""
-    try:
-        tz = zoneinfo.ZoneInfo(query.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValidationError(
-            "query.timezone",
-            query.timezone,
-            "is not a known time zone",
-            "use an IANA name like Europe/Berlin or UTC",
-        ) from None
+def preview_schedule(query: SchedulePreviewQuery) -> Schedule:
+    """Return the schedule ``query`` describes (ValidationError naming ``query.<field>``)."""
     if (query.cron is None) == (query.interval_seconds is None):
         raise ValidationError(
             "query.cron", query.cron, "give exactly one of cron or interval_seconds"
         )
-    start = (query.after or now()).astimezone(tz)
-    if query.interval_seconds is not None:
-        step = timedelta(seconds=query.interval_seconds)
-        return [start + step * (i + 1) for i in range(query.count)]
-    cron = (query.cron or "").strip()
-    if not cron or not croniter.is_valid(cron):
+    cron = query.cron.strip() if query.cron is not None else None
+    if cron == "":
+        raise ValidationError("query.cron", query.cron, "is empty", "give a cron expression")
+    schedule = Schedule(
+        cron=cron,
+        interval_seconds=query.interval_seconds,
+        timezone=query.timezone,
+        anchor_date=query.anchor_date,
+    )
+    check_schedule(schedule, "query")
+    return schedule
+
+
+def next_times(query: SchedulePreviewQuery) -> list[datetime]:
+    """Return the next ``count`` times the scheduler runs the schedule, in its time zone."""
+    schedule = preview_schedule(query)
+    zone = ZoneInfo(schedule.timezone)
+    times = next_run_times(schedule, query.after or now(), query.count)
+    if not times and schedule.cron is not None:
         raise ValidationError(
             "query.cron",
             query.cron,
-            "is not a valid cron expression",
-            "use five fields: minute hour day-of-month month day-of-week, e.g. '0 6 * * *'",
+            "matches no date in the next five years",
+            "check the day of month against the month, e.g. February has no 30th",
         )
-    it = croniter(cron, start)
-    return [it.get_next(datetime) for _ in range(query.count)]
+    return [t.astimezone(zone) for t in times]
 
 
 class SchedulePreviewHandler(NbflowHandler):
@@ -110,13 +152,57 @@ class SchedulePreviewHandler(NbflowHandler):
 
     @endpoint(
         "read",
-        "Preview the next run times of a cron (with time zone) or interval schedule",
+        "Preview the next run times of a cron (with time zone) or interval schedule, "
+        "as the scheduler computes them",
         query=SchedulePreviewQuery,
         response=SchedulePreview,
     )
     async def get(self) -> None:
         query = self.parse_query(SchedulePreviewQuery)
         self.write_model(SchedulePreview(timezone=query.timezone, next=next_times(query)))
+
+
+def upcoming(deployments: list[Deployment], after: datetime, count: int) -> UpcomingRuns:
+    """List the next ``count`` run times of each deployment that has an active schedule."""
+    items = [
+        UpcomingDeployment(
+            deployment_id=d.id,
+            deployment_name=d.name,
+            flow_id=d.flow_id,
+            paused=d.paused,
+            next=deployment_run_times(d, after, count)[:count],
+        )
+        for d in deployments
+    ]
+    items = [i for i in items if i.next]
+    items.sort(key=lambda i: (i.next[0], i.deployment_name))
+    return UpcomingRuns(items=items)
+
+
+class UpcomingRunsHandler(NbflowHandler):
+    """``/schedules/upcoming``."""
+
+    @endpoint(
+        "read",
+        "The next run times of each deployment with an active schedule, as the scheduler "
+        "creates them (paused ones included and marked)",
+        query=UpcomingQuery,
+        response=UpcomingRuns,
+    )
+    async def get(self) -> None:
+        query = self.parse_query(UpcomingQuery)
+        deployments = await self.call(self._deployments, query.deployment_ids)
+        self.write_model(upcoming(deployments, query.after or now(), query.count))
+
+    def _deployments(self, ids: list[uuid.UUID] | None) -> list[Deployment]:
+        if ids is not None:
+            return [self.client.read_deployment(i) for i in ids]
+        found: list[Deployment] = []
+        while True:
+            page = self.client.read_deployments(limit=200, offset=len(found))
+            found.extend(page)
+            if len(page) < 200:
+                return found
 
 
 def read_flow_cell(nb: dict[str, Any], path: str) -> NotebookParameters:

@@ -14,9 +14,10 @@ infrastructure of each interactive run it starts.  This service acts on those ru
   Cancelled anyway, its state's data and the published event say ``kernel_stopped:
   false`` (a front end can offer a restart).
 - **Death and restart.** A kernel the server shuts down or restarts (the kernels API,
-  JupyterLab's menu), or that dies (the kernel restarter's ``restart``/``dead`` callbacks,
-  which poll every ``KernelRestarter.time_to_dead`` seconds, 3 by default), has its
-  in-progress runs Crashed, or Cancelled when they were Cancelling.  Runs of kernels of
+  JupyterLab's menu), or that dies (the kernel restarter's ``restart``/``dead`` callbacks;
+  its poll, every ``KernelRestarter.time_to_dead`` = 3 s by default, is shortened to
+  ``death_poll`` for the kernels watched here), has its in-progress runs Crashed, or
+  Cancelled when they were Cancelling.  Runs of kernels of
   other servers are left to the heartbeat monitor.
 
 Nothing in ``nbflow`` knows about this: the lifecycle only sets Cancelling.
@@ -84,11 +85,13 @@ class KernelRunsService(PeriodicService):
         run_event: RunEvent,
         interrupt_grace: float,
         interval: float,
+        death_poll: float | None = None,
     ) -> None:
         super().__init__(interval)
         self.client = client
         self.kernel_manager = kernel_manager
         self.interrupt_grace = interrupt_grace
+        self.death_poll = death_poll
         self._subscribe = subscribe
         self._publish = publish
         self._run_event = run_event
@@ -180,6 +183,20 @@ class KernelRunsService(PeriodicService):
         kernel.add_restart_callback(self._callback(kernel_id, "restart"), "restart")
         kernel.add_restart_callback(self._callback(kernel_id, "dead"), "dead")
         self._watched.add(kernel_id)
+        self._tune_restarter(kernel)
+
+    def _tune_restarter(self, kernel: Any) -> None:
+        """Poll the kernel's liveness every ``death_poll`` s (the restarter keeps the value
+        across restarts; its timer takes a new period only when restarted)."""
+        restarter = getattr(kernel, "_restarter", None)
+        if self.death_poll is None or restarter is None:
+            return
+        if getattr(restarter, "time_to_dead", None) == self.death_poll:
+            return
+        restarter.time_to_dead = self.death_poll
+        if getattr(restarter, "_pcallback", None) is not None:
+            restarter.stop()
+            restarter.start()
 
     def _callback(self, kernel_id: str, event: str) -> Callable[[], None]:
         """The restart callback of ``kernel_id`` for ``event`` (the same one each time)."""

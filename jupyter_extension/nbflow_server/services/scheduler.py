@@ -1,12 +1,17 @@
-"""The scheduler: create the Scheduled runs of deployments' schedules ahead of time.
+"""The scheduler: keep the next few Scheduled runs of every deployment schedule created.
 
-Each pass looks ``horizon`` seconds ahead and creates, per active schedule of every
-unpaused deployment, the runs due in that window (at most ``max_runs`` per deployment),
-each with the idempotency key ``scheduled:<UTC ISO time>``, through the run lifecycle
+Each pass computes, per active schedule of every unpaused deployment, the schedule's next
+``runs_ahead`` times (:func:`next_run_times`) and creates those not created yet, each with
+the idempotency key ``scheduled:<UTC ISO time>``, through the run lifecycle
 (:meth:`~nbflow.orchestration.lifecycle.FlowRunLifecycle.run_deployment`: the deployment's
-parameters, validated; its job variables are merged when the run is claimed).  The store
-returns the existing run for a key already used, so passes, restarts and several servers
-never duplicate a run.
+parameters, validated; its job variables are merged when the run is claimed).  So an
+every-minute schedule has ``runs_ahead`` runs waiting, never an hour of them, and a daily
+one still has tomorrow's run.  The store returns the existing run for a key already used
+(unique per deployment), so passes, restarts and several servers on one database never
+duplicate a run; a run of that key that was cancelled or started is never created again.
+
+The schedule preview (``/schedules/preview``) and the Upcoming list
+(``/schedules/upcoming``) call :func:`next_run_times` too: what they show is what is run.
 
 Cron schedules follow wall-clock time in their timezone (croniter over local naive times,
 localized with zoneinfo):
@@ -29,21 +34,24 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from nbflow.exceptions import ValidationError
 from nbflow.orchestration.lifecycle import AUTO_SCHEDULED_TAG, FlowRunLifecycle
 from nbflow.orchestration.store import Store
 from nbflow.schemas import Deployment, FlowRun, FlowRunFilter, Schedule
-from nbflow.states import StateType, now
+from nbflow.states import now
 from nbflow_server.services.base import PeriodicService
 
 __all__ = [
     "SCHEDULED_KEY_PREFIX",
     "SchedulerService",
     "check_schedule",
+    "deployment_run_times",
+    "next_run_times",
     "schedule_deployments",
     "schedule_times",
+    "scheduled_key",
 ]
 
 logger = logging.getLogger("nbflow.server.scheduler")
@@ -53,6 +61,10 @@ DEFAULT_ANCHOR = datetime(2020, 1, 1, tzinfo=UTC)
 _PAGE = 200
 #: Larger than any DST jump, so out-of-order localized cron times are still collected.
 _SLACK = timedelta(hours=3)
+#: How far :func:`next_run_times` looks: past it a schedule has no next run (Feb 30).
+_FAR = timedelta(days=5 * 366)
+#: Default of ``runs_ahead``: the runs of each schedule kept created ahead.
+DEFAULT_RUNS_AHEAD = 3
 
 
 def check_schedule(schedule: Schedule, field: str) -> None:
@@ -63,8 +75,8 @@ def check_schedule(schedule: Schedule, field: str) -> None:
         raise ValidationError(
             f"{field}.timezone",
             schedule.timezone,
-            "is not a known IANA timezone",
-            "use a name like 'Europe/Berlin' or 'UTC'",
+            "is not a known time zone",
+            "use an IANA name like 'Europe/Berlin' or 'UTC'",
         ) from None
     if schedule.cron is not None and not croniter.is_valid(schedule.cron):
         raise ValidationError(
@@ -129,6 +141,27 @@ def schedule_times(
     return sorted(found)[:limit]
 
 
+def next_run_times(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
+    """Return the first ``count`` UTC times of ``schedule`` at or after ``after``, ascending.
+
+    The one definition of when a schedule runs: the scheduler creates these runs, the
+    preview and the Upcoming list show them.
+    """
+    try:
+        return schedule_times(schedule, after, after + _FAR, limit=count)
+    except CroniterBadDateError:  # a cron that never matches, e.g. '0 0 30 2 *'
+        return []
+
+
+def deployment_run_times(deployment: Deployment, after: datetime, count: int) -> list[datetime]:
+    """Return the next ``count`` times of each active schedule of ``deployment``, merged."""
+    times: set[datetime] = set()
+    for schedule in deployment.schedules:
+        if schedule.active:
+            times.update(next_run_times(schedule, after, count))
+    return sorted(times)
+
+
 def scheduled_key(at: datetime) -> str:
     """Return the idempotency key of the scheduled run at ``at``."""
     return SCHEDULED_KEY_PREFIX + at.astimezone(UTC).isoformat()
@@ -144,44 +177,53 @@ def _deployments(store: Store) -> Iterator[Deployment]:
         offset += _PAGE
 
 
+def _used_keys(store: Store, deployment: Deployment, start: datetime) -> set[str | None]:
+    """Keys of the deployment's runs expected at or after ``start``, in any state.
+
+    A run cancelled or started early keeps its key: its time is never scheduled again.
+    """
+    keys: set[str | None] = set()
+    offset = 0
+    while True:
+        page = store.read_flow_runs(
+            FlowRunFilter(
+                deployment_ids=[deployment.id],
+                start_after=start,
+                sort="expected_start_asc",
+                limit=1000,
+                offset=offset,
+            )
+        )
+        keys.update(run.idempotency_key for run in page)
+        if len(page) < 1000:
+            return keys
+        offset += 1000
+
+
 def schedule_deployments(
     lifecycle: FlowRunLifecycle,
     *,
     at: datetime | None = None,
-    horizon: timedelta = timedelta(hours=1),
-    max_runs: int = 100,
+    runs_ahead: int = DEFAULT_RUNS_AHEAD,
 ) -> list[FlowRun]:
-    """Create the missing Scheduled runs due in ``[at, at + horizon)``; return the new ones.
+    """Create the missing runs of each schedule's next ``runs_ahead`` times; return them.
 
-    A deployment whose runs the lifecycle refuses (its parameters no longer fit its flow)
-    is skipped with a warning naming the problem; the others are still scheduled.
+    ``at`` is the scheduler's clock (default: now).  A deployment whose runs the lifecycle
+    refuses (its parameters no longer fit its flow) is skipped with a warning naming the
+    problem; the others are still scheduled.
     """
     start = at or now()
-    end = start + horizon
     created: list[FlowRun] = []
     for deployment in _deployments(lifecycle.store):
         if deployment.paused:
             continue
-        due: set[datetime] = set()
-        for schedule in deployment.schedules:
-            if schedule.active:
-                due.update(schedule_times(schedule, start, end, limit=max_runs))
+        due = deployment_run_times(deployment, start, runs_ahead)
         if not due:
             continue
-        existing = {
-            run.idempotency_key
-            for run in lifecycle.store.read_flow_runs(
-                FlowRunFilter(
-                    deployment_ids=[deployment.id],
-                    start_after=start,
-                    state_types=[StateType.SCHEDULED],
-                    limit=1000,
-                )
-            )
-        }
-        for when in sorted(due)[:max_runs]:
+        used = _used_keys(lifecycle.store, deployment, start)
+        for when in due:
             key = scheduled_key(when)
-            if key in existing:
+            if key in used:
                 continue
             try:
                 run = lifecycle.run_deployment(
@@ -210,24 +252,24 @@ class SchedulerService(PeriodicService):
         lifecycle: FlowRunLifecycle,
         *,
         interval: float,
-        horizon: float,
-        max_runs: int,
+        runs_ahead: int = DEFAULT_RUNS_AHEAD,
         on_created: Callable[[FlowRun], None] | None = None,
+        clock: Callable[[], datetime] = now,
     ) -> None:
         super().__init__(interval)
         self.lifecycle = lifecycle
-        self.horizon = timedelta(seconds=horizon)
-        self.max_runs = max_runs
+        self.runs_ahead = runs_ahead
         self.on_created = on_created
+        #: The scheduler's time (tests move it to see the runs topped up).
+        self.clock = clock
 
     async def tick(self) -> None:
-        """Create the runs due within the horizon and announce them."""
+        """Top up each schedule's next runs and announce the new ones."""
         loop = asyncio.get_running_loop()
+        at = self.clock()
         created = await loop.run_in_executor(
             None,
-            lambda: schedule_deployments(
-                self.lifecycle, horizon=self.horizon, max_runs=self.max_runs
-            ),
+            lambda: schedule_deployments(self.lifecycle, at=at, runs_ahead=self.runs_ahead),
         )
         if created:
             logger.info("scheduled %d run(s)", len(created))

@@ -13,6 +13,17 @@ function PanelBody(props: { ctx: PanelContext; runs: RunsModel; panel: NbflowPan
   const [detail, setDetail] = React.useState<RunDetailModel | null>(null);
   const [version, setVersion] = React.useState(0);
   React.useEffect(() => panel.deploymentsChanged.connect(() => setVersion(v => v + 1)), []);
+  const showRequested = () => {
+    if (panel.requestedRun) {
+      setTab('runs');
+      setDetail(new RunDetailModel(ctx.api, panel.requestedRun));
+      panel.requestedRun = null;
+    }
+  };
+  React.useEffect(() => {
+    showRequested(); // a run asked for before the panel first rendered
+    return panel.runRequested.connect(showRequested);
+  }, []);
   React.useEffect(() => {
     if (!detail) {
       return;
@@ -54,6 +65,9 @@ function PanelBody(props: { ctx: PanelContext; runs: RunsModel; panel: NbflowPan
 export class NbflowPanel extends ReactWidget {
   readonly runs: RunsModel;
   readonly deploymentsChanged = new Changed();
+  readonly runRequested = new Changed();
+  /** The run `showRun` asked for, until the panel shows it. */
+  requestedRun: string | null = null;
 
   constructor(private ctx: PanelContext) {
     super();
@@ -75,6 +89,12 @@ export class NbflowPanel extends ReactWidget {
       });
     }
     void this.runs.refresh();
+  }
+
+  /** Show one run's page (a notification's link: `lab?nbflow-run=<id>`). */
+  showRun(id: string): void {
+    this.requestedRun = id;
+    this.runRequested.emit();
   }
 
   dispose(): void {

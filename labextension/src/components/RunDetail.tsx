@@ -1,11 +1,20 @@
 import * as React from 'react';
 import { FlowRun } from '../api';
-import { formatDuration, formatTime, runDuration, STATE_COLORS } from '../format';
+import {
+  cancelPrompt,
+  filterLogs,
+  formatDuration,
+  formatTime,
+  LOG_LEVELS,
+  runDuration,
+  STATE_COLORS
+} from '../format';
 import { isTerminal, layoutGraph, RunDetailModel } from '../model';
+import { kernelLeftRunning } from '../widgetCancel';
 import { PanelContext } from './context';
 import { ErrorLine, StateBadge, useChanged, useClock } from './common';
 
-const LEVELS: Record<number, string> = { 10: 'DEBUG', 20: 'INFO', 30: 'WARNING', 40: 'ERROR', 50: 'CRITICAL' };
+const LEVELS = LOG_LEVELS;
 
 /** One run: header with actions, parameters, state history, task runs / DAG, logs. */
 export function RunDetail(props: {
@@ -18,6 +27,8 @@ export function RunDetail(props: {
   const now = useClock(1000);
   const [busy, setBusy] = React.useState<string | null>(null);
   const [actionError, setActionError] = React.useState<string | null>(null);
+  const [logLevel, setLogLevel] = React.useState(0);
+  const [logTask, setLogTask] = React.useState('');
   const logsRef = React.useRef<HTMLPreElement>(null);
   React.useEffect(() => {
     const el = logsRef.current;
@@ -36,11 +47,7 @@ export function RunDetail(props: {
     );
   }
   const cancel = async () => {
-    const ok = await ctx.confirm(
-      'Cancel flow run?',
-      `Cancel "${run.name}" (${run.state?.name ?? 'no state'})? The runner stops its process.`,
-      'Cancel run'
-    );
+    const ok = await ctx.confirm('Cancel flow run?', cancelPrompt(run), 'Cancel run');
     if (!ok) {
       return;
     }
@@ -51,6 +58,17 @@ export function RunDetail(props: {
       await model.refresh();
     } catch (err) {
       setActionError((err as Error).message);
+    } finally {
+      setBusy(null);
+    }
+  };
+  const restart = async (kernelId: string) => {
+    setBusy('restart');
+    try {
+      await ctx.restartKernel(kernelId);
+      setActionError(null);
+    } catch (err) {
+      setActionError(`Could not restart the kernel: ${(err as Error).message}`);
     } finally {
       setBusy(null);
     }
@@ -67,6 +85,8 @@ export function RunDetail(props: {
     }
   };
   const tasks = model.graph ? layoutGraph(model.graph) : [];
+  const strayKernel = kernelLeftRunning(run);
+  const logs = filterLogs(model.logs, { level: logLevel, task: logTask });
   const names = new Map((model.graph?.nodes ?? []).map(n => [n.id, n.name]));
   return (
     <div className="nbflow-detail" data-run-id={run.id}>
@@ -87,6 +107,18 @@ export function RunDetail(props: {
           </button>
         )}
       </div>
+      {strayKernel && (
+        <div className="nbflow-warning nbflow-stray-kernel">
+          Its kernel ignored the interrupt and may still be executing the cell.{' '}
+          <button
+            className="jp-Button jp-mod-styled jp-mod-warn nbflow-restart-kernel"
+            disabled={busy !== null}
+            onClick={() => void restart(strayKernel)}
+          >
+            Restart kernel
+          </button>
+        </div>
+      )}
       <ErrorLine error={actionError ?? model.error} />
       <table className="nbflow-kv">
         <tbody>
@@ -150,13 +182,42 @@ export function RunDetail(props: {
         <div className="nbflow-dim">no task runs yet</div>
       )}
       <h3>Logs {!isTerminal(run.state) && <span className="nbflow-dim">(following)</span>}</h3>
+      <div className="nbflow-toolbar nbflow-log-filters">
+        <select
+          aria-label="Log level"
+          className="nbflow-log-level"
+          value={logLevel}
+          onChange={e => setLogLevel(Number(e.target.value))}
+        >
+          <option value={0}>All levels</option>
+          <option value={20}>Info and up</option>
+          <option value={30}>Warnings and errors</option>
+          <option value={40}>Errors</option>
+        </select>
+        <select
+          aria-label="Log task"
+          className="nbflow-log-task"
+          value={logTask}
+          onChange={e => setLogTask(e.target.value)}
+        >
+          <option value="">All tasks</option>
+          <option value="flow">The run itself</option>
+          {(model.graph?.nodes ?? []).map(n => (
+            <option key={n.id} value={n.id}>
+              {n.name}
+            </option>
+          ))}
+        </select>
+      </div>
       <pre className="nbflow-logs" ref={logsRef}>
-        {model.logs.map((l, i) => (
+        {logs.map((l, i) => (
           <div key={i} className={`nbflow-log nbflow-log-${LEVELS[l.level] ?? l.level}`}>
             {formatTime(l.timestamp)} {LEVELS[l.level] ?? l.level} {l.message}
           </div>
         ))}
-        {!model.logs.length && <span className="nbflow-dim">no logs</span>}
+        {!logs.length && (
+          <span className="nbflow-dim">{model.logs.length ? 'no logs match the filter' : 'no logs'}</span>
+        )}
       </pre>
     </div>
   );

@@ -1,6 +1,6 @@
 import * as React from 'react';
 import { Deployment, Flow, FlowRun, STATE_TYPES, StateType } from '../api';
-import { formatDuration, formatTime, runDuration } from '../format';
+import { cancelPrompt, formatDuration, formatTime, runDuration } from '../format';
 import { isTerminal, RunsModel } from '../model';
 import { PanelContext } from './context';
 import { ErrorLine, StateBadge, useChanged, useClock } from './common';
@@ -22,11 +22,7 @@ export function RunsView(props: {
     ctx.api.listDeployments().then(ds => setDeployments(new Map(ds.map(d => [d.id, d]))), () => undefined);
   }, [model.total]);
   const cancel = async (run: FlowRun) => {
-    const ok = await ctx.confirm(
-      'Cancel flow run?',
-      `Cancel "${run.name}" (${run.state?.name ?? 'no state'})? The runner stops its process.`,
-      'Cancel run'
-    );
+    const ok = await ctx.confirm('Cancel flow run?', cancelPrompt(run), 'Cancel run');
     if (!ok) {
       return;
     }
@@ -38,6 +34,8 @@ export function RunsView(props: {
       setCancelError((err as Error).message);
     }
   };
+  const source = (run: FlowRun): string =>
+    run.deployment_id ? deployments.get(run.deployment_id)?.name ?? deploymentLabel(run) : run.mode;
   const stateFilter = model.filter.stateTypes[0] ?? '';
   return (
     <div className="nbflow-runs">
@@ -86,12 +84,12 @@ export function RunsView(props: {
       <table className="nbflow-table nbflow-runs-table">
         <thead>
           <tr>
-            <th>State</th>
-            <th>Run</th>
-            <th>Flow / deployment</th>
-            <th>Start</th>
-            <th>Duration</th>
-            <th></th>
+            <th className="nbflow-col-state">State</th>
+            <th className="nbflow-col-run">Run</th>
+            <th className="nbflow-col-flow">Flow / deployment</th>
+            <th className="nbflow-col-start">Start</th>
+            <th className="nbflow-col-duration">Duration</th>
+            <th className="nbflow-col-cancel"></th>
           </tr>
         </thead>
         <tbody>
@@ -106,16 +104,27 @@ export function RunsView(props: {
               <td>
                 <StateBadge state={run.state} />
               </td>
-              <td className="nbflow-run-name">{run.name}</td>
-              <td>
-                <div>{run.flow_name ?? ''}</div>
-                <div className="nbflow-dim">
-                  {run.deployment_id ? deployments.get(run.deployment_id)?.name ?? deploymentLabel(run) : run.mode}
+              <td className="nbflow-col-run">
+                <div className="nbflow-run-name">{run.name}</div>
+                {/* In a narrow panel the flow and start columns fold into this line. */}
+                <div className="nbflow-dim nbflow-run-sub">
+                  {[
+                    run.flow_name,
+                    source(run),
+                    formatTime(run.start_time ?? run.expected_start_time),
+                    formatDuration(runDuration(run, now))
+                  ]
+                    .filter(Boolean)
+                    .join(' · ')}
                 </div>
               </td>
-              <td>{formatTime(run.start_time ?? run.expected_start_time)}</td>
-              <td>{formatDuration(runDuration(run, now))}</td>
-              <td>
+              <td className="nbflow-col-flow">
+                <div>{run.flow_name ?? ''}</div>
+                <div className="nbflow-dim">{source(run)}</div>
+              </td>
+              <td className="nbflow-col-start">{formatTime(run.start_time ?? run.expected_start_time)}</td>
+              <td className="nbflow-col-duration">{formatDuration(runDuration(run, now))}</td>
+              <td className="nbflow-col-cancel">
                 {!isTerminal(run.state) && (
                   <button
                     className="nbflow-row-cancel"

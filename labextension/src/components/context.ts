@@ -24,4 +24,6 @@ export interface PanelContext {
   openOutput: (run: FlowRun) => Promise<void>;
   confirm: (title: string, body: string, accept: string) => Promise<boolean>;
   runNow: (deploymentId: string) => Promise<void>;
+  /** Restart a kernel of this Jupyter server (a cancelled run's kernel that kept running). */
+  restartKernel: (kernelId: string) => Promise<void>;
 }

@@ -177,6 +177,16 @@ def filtered(query: sa.Select[Any], f: FlowRunFilter) -> sa.Select[Any]:
         query = query.where(c.expected_start_time >= f.start_after)
     if f.start_before is not None:
         query = query.where(c.expected_start_time <= f.start_before)
+    if f.view is not None:
+        at = now()
+        waiting = sa.and_(c.state_type == StateType.SCHEDULED.value, c.expected_start_time > at)
+        history = sa.or_(
+            c.state_type.is_(None),
+            c.state_type != StateType.SCHEDULED.value,
+            c.expected_start_time.is_(None),
+            c.expected_start_time <= at,
+        )
+        query = query.where(waiting if f.view == "upcoming" else history)
     return query
 
 

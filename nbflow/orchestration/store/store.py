@@ -127,6 +127,15 @@ class Store:
 
         return run_with_retry(attempt)
 
+    def read_transaction(self, fn: Callable[[sa.Connection], T]) -> T:
+        """Run ``fn(conn)`` as one read transaction (for stores of other tables, e.g.
+        :mod:`~nbflow.orchestration.store.automations`)."""
+        return self._read(fn)
+
+    def write_transaction(self, fn: Callable[[sa.Connection], T]) -> T:
+        """Run ``fn(conn)`` as one write transaction, retried on lock conflicts."""
+        return self._write(fn)
+
     def _insert(self, table: sa.Table) -> Any:
         """Return a dialect INSERT (it has ``on_conflict_do_update`` / ``_do_nothing``)."""
         # Imported here: the PostgreSQL dialect package costs ~10% of the CLI's start-up.

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Dialect
 __all__ = [
     "UTCDateTime",
     "artifacts",
+    "automations",
     "concurrency_limits",
     "deployments",
     "flow_run_states",
@@ -29,6 +30,7 @@ __all__ = [
     "flows",
     "logs",
     "metadata",
+    "notification_deliveries",
     "schedules",
     "task_run_states",
     "task_runs",
@@ -313,4 +315,56 @@ concurrency_limits = sa.Table(
     sa.Column("limit", sa.Integer(), nullable=False),
     sa.Column("created", UTCDateTime(), nullable=False),
     sa.Column("updated", UTCDateTime(), nullable=False),
+)
+
+#: Notification rules: which runs (deployment, flow, tag or any), which states or how long
+#: running, and where to (a webhook or email addresses).  Read by the server's notifier.
+automations = sa.Table(
+    "automations",
+    metadata,
+    _id_pk(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("on_states", sa.JSON(), nullable=False),
+    sa.Column("match_kind", sa.String(20), nullable=False),
+    sa.Column("match_value", sa.String(400)),
+    sa.Column("longer_than_seconds", sa.Float()),
+    sa.Column("action", sa.String(20), nullable=False),
+    sa.Column("webhook_url", sa.Text()),
+    sa.Column("webhook_slack", sa.Boolean(), nullable=False),
+    sa.Column("email_to", sa.JSON(), nullable=False),
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("created", UTCDateTime(), nullable=False),
+)
+
+#: One notification of one rule about one run's event, recorded before it is sent (the
+#: unique key makes it once per rule, run and event) with the outcome of every attempt.
+notification_deliveries = sa.Table(
+    "notification_deliveries",
+    metadata,
+    _id_pk(),
+    sa.Column(
+        "automation_id",
+        sa.Uuid(),
+        sa.ForeignKey("automations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column(
+        "flow_run_id",
+        sa.Uuid(),
+        sa.ForeignKey("flow_runs.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    #: The state name entered (``Failed``, ``Late``) or ``running longer than N s``.
+    sa.Column("event", sa.String(200), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, index=True),
+    sa.Column("last_error", sa.Text()),
+    #: Every attempt: ``{"attempt", "at", "ok", "error"}``.
+    sa.Column("history", sa.JSON(), nullable=False),
+    #: What is sent (rendered once, when recorded): subject, text, JSON payload.
+    sa.Column("message", sa.JSON(), nullable=False),
+    sa.Column("created", UTCDateTime(), nullable=False),
+    sa.Column("updated", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("automation_id", "flow_run_id", "event"),
 )
