@@ -116,6 +116,8 @@ export interface FlowRun {
   notebook_path?: string | null;
   output_path?: string | null;
   mode: 'python' | 'interactive' | 'batch';
+  /** The run this one retries (a Retry or a resumed interactive run). */
+  retry_of?: string | null;
   created: string;
   updated: string;
 }
@@ -145,6 +147,104 @@ export interface LogRecord {
   logger: string;
   message: string;
   timestamp: string;
+}
+
+export interface Artifact {
+  id: string;
+  flow_run_id?: string | null;
+  task_run_id?: string | null;
+  key: string;
+  kind: string;
+  uri?: string | null;
+  data?: Record<string, unknown> | null;
+  created: string;
+}
+
+/** One side of a compared run (see `GET /flow_runs/{a}/diff?other={b}`). */
+export interface DiffSide {
+  id: string;
+  name: string;
+  flow_name?: string | null;
+  state?: string | null;
+  duration?: number | null;
+  output: 'available' | 'unavailable';
+  output_problem?: string | null;
+}
+
+export interface DiffImage {
+  mime: string;
+  bytes: number;
+  sha256: string;
+  width?: number | null;
+  height?: number | null;
+}
+
+export interface DiffCell {
+  index_a?: number | null;
+  index_b?: number | null;
+  cell_id?: string | null;
+  label: string;
+  status: 'same' | 'changed' | 'added' | 'removed';
+  source_changed: boolean;
+  text_diff: string[];
+  tables: { kind: string; a?: string | null; b?: string | null; a_text?: string | null; b_text?: string | null }[];
+  images: { a?: DiffImage | null; b?: DiffImage | null }[];
+}
+
+export interface TaskSide {
+  state?: string | null;
+  duration?: number | null;
+  run_count: number;
+}
+
+export interface RunDiff {
+  a: DiffSide;
+  b: DiffSide;
+  parameters: {
+    added: Record<string, unknown>;
+    removed: Record<string, unknown>;
+    changed: Record<string, { a: unknown; b: unknown }>;
+    same: string[];
+  };
+  state: { a?: string | null; b?: string | null; changed: boolean };
+  duration: { a?: number | null; b?: number | null; delta?: number | null };
+  task_runs: { key: string; name: string; a?: TaskSide | null; b?: TaskSide | null; state_changed: boolean; delta?: number | null }[];
+  outputs_available: boolean;
+  outputs_note?: string | null;
+  cells: DiffCell[];
+}
+
+export type MatchKind = 'any' | 'deployment' | 'flow' | 'tag';
+
+export interface AutomationCreate {
+  name?: string;
+  on_states: string[];
+  match_kind: MatchKind;
+  match_value?: string | null;
+  longer_than_seconds?: number | null;
+  action: 'webhook' | 'email';
+  webhook_url?: string | null;
+  webhook_slack?: boolean;
+  email_to?: string[];
+  enabled?: boolean;
+}
+
+export interface Automation extends AutomationCreate {
+  id: string;
+  name: string;
+  created: string;
+}
+
+export interface NotificationDelivery {
+  id: string;
+  automation_id: string;
+  flow_run_id: string;
+  event: string;
+  attempts: number;
+  status: 'pending' | 'delivered' | 'failed';
+  last_error?: string | null;
+  created: string;
+  updated: string;
 }
 
 export interface FlowRunPage {
@@ -206,6 +306,7 @@ export interface NbflowEvent {
 }
 
 export interface RunFilter {
+  view?: 'history' | 'upcoming';
   stateTypes?: StateType[];
   flowNames?: string[];
   deploymentIds?: string[];
@@ -304,6 +405,7 @@ export class NbflowApi {
           state_types: filter.stateTypes,
           flow_names: filter.flowNames,
           deployment_ids: filter.deploymentIds,
+          view: filter.view,
           limit: filter.limit,
           offset: filter.offset
         })
@@ -352,6 +454,41 @@ export class NbflowApi {
 
   cancelRun(id: string): Promise<OrchestrationResult> {
     return this.request('POST', `/flow_runs/${id}/cancel`);
+  }
+
+  async listAutomations(): Promise<Automation[]> {
+    return (await this.request<{ items: Automation[] }>('GET', '/automations')).items;
+  }
+
+  createAutomation(create: AutomationCreate): Promise<Automation> {
+    return this.request('POST', '/automations', create);
+  }
+
+  updateAutomation(id: string, patch: { enabled?: boolean; name?: string }): Promise<Automation> {
+    return this.request('PATCH', `/automations/${id}`, patch);
+  }
+
+  deleteAutomation(id: string): Promise<void> {
+    return this.request('DELETE', `/automations/${id}`);
+  }
+
+  async listDeliveries(automationId: string): Promise<NotificationDelivery[]> {
+    return (await this.request<{ items: NotificationDelivery[] }>('GET', `/automations/${automationId}/deliveries`)).items;
+  }
+
+  /** Run `a` compared with run `b` (deltas are b − a). */
+  diffRuns(a: string, b: string): Promise<RunDiff> {
+    return this.request('GET', `/flow_runs/${a}/diff${query({ other: b })}`);
+  }
+
+  async listArtifacts(flowRunId: string): Promise<Artifact[]> {
+    const r = await this.request<{ items: Artifact[] }>('GET', `/artifacts${query({ flow_run_id: flowRunId })}`);
+    return r.items;
+  }
+
+  /** A new run of a finished batch run (`retry_of` set), same parameters unless given. */
+  retryRun(id: string, body: { parameters?: Record<string, unknown> } = {}): Promise<FlowRun> {
+    return this.request('POST', `/flow_runs/${id}/retry`, body);
   }
 
   getOutputNotebook(id: string): Promise<Record<string, unknown>> {

@@ -13,6 +13,7 @@ import { IDocumentManager } from '@jupyterlab/docmanager';
 import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { NotebookPanel } from '@jupyterlab/notebook';
 import { KernelAPI, ServerConnection } from '@jupyterlab/services';
+import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ReactWidget } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
@@ -21,7 +22,9 @@ import { API_PATH, FlowRun, NbflowApi } from './api';
 import { DEFAULT_SETTINGS, PanelContext, PanelSettings } from './components/context';
 import { nbflowIcon } from './components/icons';
 import { NbflowPanel } from './components/Panel';
+import { RetryForm } from './components/RetryForm';
 import { RunNowForm } from './components/RunNowForm';
+import { OutputViewer } from './outputViewer';
 import { ScheduleForm } from './components/ScheduleForm';
 import { SocketLike } from './model';
 import { installWidgetCancel } from './widgetCancel';
@@ -70,13 +73,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'nbflow side panel: runs, deployments, schedules, logs and cancel.',
   autoStart: true,
   requires: [IDocumentManager],
-  optional: [ILayoutRestorer, ISettingRegistry, IDefaultFileBrowser],
+  optional: [ILayoutRestorer, ISettingRegistry, IDefaultFileBrowser, IRenderMimeRegistry],
   activate: async (
     app: JupyterFrontEnd,
     docManager: IDocumentManager,
     restorer: ILayoutRestorer | null,
     settingRegistry: ISettingRegistry | null,
-    fileBrowser: IDefaultFileBrowser | null
+    fileBrowser: IDefaultFileBrowser | null,
+    rendermime: IRenderMimeRegistry | null
   ) => {
     const serverSettings = app.serviceManager.serverSettings;
     // cache 'no-cache' (revalidate) instead of the default 'no-store', whose cache buster
@@ -131,6 +135,30 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
         await contents.save(path, { type: 'notebook', format: 'json', content: notebook });
         docManager.openOrReveal(path);
+      },
+      viewOutput: async (run: FlowRun) => {
+        if (!rendermime) {
+          return ctx.openOutput(run);
+        }
+        const notebook = await api.getOutputNotebook(run.id);
+        const viewer = new OutputViewer(rendermime, notebook, `${run.flow_name ?? 'run'} · ${run.name}`);
+        viewer.id = `nbflow-output-${run.id}`;
+        app.shell.add(viewer, 'main');
+        app.shell.activateById(viewer.id);
+      },
+      retry: run => {
+        let created: FlowRun | null = null;
+        return formDialog(`Retry ${run.name}`, close => (
+          <RetryForm
+            api={api}
+            run={run}
+            onDone={r => {
+              created = r;
+              close();
+            }}
+            onCancel={close}
+          />
+        )).then(() => created);
       },
       runNow: deploymentId =>
         formDialog('Run deployment now', close => (

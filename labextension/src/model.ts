@@ -57,6 +57,14 @@ export function isTerminal(state: State | null | undefined): boolean {
 export interface RunsFilter {
   stateTypes: StateType[];
   flowName: string | null;
+  /** History (newest first; the default) or Upcoming (Scheduled runs ahead, soonest first). */
+  view: 'history' | 'upcoming';
+}
+
+/** Whether a run is upcoming: Scheduled for a time still ahead (else it is history). */
+export function isUpcoming(run: FlowRun, now: number = Date.now()): boolean {
+  const at = run.state?.scheduled_time ?? run.expected_start_time;
+  return run.state?.type === 'SCHEDULED' && !!at && Date.parse(at) > now;
 }
 
 /** One page of flow runs matching a filter, kept up to date. */
@@ -66,7 +74,7 @@ export class RunsModel {
   total = 0;
   offset = 0;
   pageSize: number;
-  filter: RunsFilter = { stateTypes: [], flowName: null };
+  filter: RunsFilter = { stateTypes: [], flowName: null, view: 'history' };
   error: string | null = null;
   loading = false;
   /** Whether updates come through the websocket (else polling). */
@@ -103,6 +111,7 @@ export class RunsModel {
       const page = await this.api.listRuns({
         stateTypes: this.filter.stateTypes.length ? this.filter.stateTypes : undefined,
         flowNames: this.filter.flowName ? [this.filter.flowName] : undefined,
+        view: this.filter.view,
         limit: this.pageSize,
         offset: this.offset
       });
@@ -137,7 +146,10 @@ export class RunsModel {
   }
 
   matches(run: FlowRun): boolean {
-    const { stateTypes, flowName } = this.filter;
+    const { stateTypes, flowName, view } = this.filter;
+    if (isUpcoming(run) !== (view === 'upcoming')) {
+      return false;
+    }
     if (stateTypes.length && (!run.state || !stateTypes.includes(run.state.type))) {
       return false;
     }
@@ -166,6 +178,11 @@ export class RunsModel {
     }
     if (!this.matches(run)) {
       return false;
+    }
+    if (this.filter.view === 'upcoming') {
+      // Soonest first: where a new upcoming run goes is the server's to say.
+      void this.refresh();
+      return true;
     }
     // Newest first: a run newer than the newest we show is new; it goes on top of page 1.
     // An older run that we do not show lives on another page: the next refresh has it.

@@ -6,11 +6,14 @@ import { PanelContext } from './context';
 import { DeploymentsView } from './DeploymentsView';
 import { RunDetail } from './RunDetail';
 import { RunsView } from './RunsView';
+import { CompareView } from './CompareView';
+import { AlertsView } from './AlertsView';
 
 function PanelBody(props: { ctx: PanelContext; runs: RunsModel; panel: NbflowPanel }): JSX.Element {
   const { ctx, runs, panel } = props;
-  const [tab, setTab] = React.useState<'runs' | 'deployments'>('runs');
+  const [tab, setTab] = React.useState<'runs' | 'deployments' | 'alerts'>('runs');
   const [detail, setDetail] = React.useState<RunDetailModel | null>(null);
+  const [compare, setCompare] = React.useState<[string, string] | null>(null);
   const [version, setVersion] = React.useState(0);
   React.useEffect(() => panel.deploymentsChanged.connect(() => setVersion(v => v + 1)), []);
   const showRequested = () => {
@@ -44,18 +47,35 @@ function PanelBody(props: { ctx: PanelContext; runs: RunsModel; panel: NbflowPan
       <div className="nbflow-header">
         <span className="nbflow-title">nbflow</span>
         <div className="nbflow-tabs" role="tablist">
-          <button role="tab" aria-selected={tab === 'runs'} className={`nbflow-tab ${tab === 'runs' ? 'nbflow-tab-active' : ''}`} onClick={() => { setTab('runs'); setDetail(null); }}>
+          <button role="tab" aria-selected={tab === 'runs'} className={`nbflow-tab ${tab === 'runs' ? 'nbflow-tab-active' : ''}`} onClick={() => { setTab('runs'); setDetail(null); setCompare(null); }}>
             Runs
           </button>
-          <button role="tab" aria-selected={tab === 'deployments'} className={`nbflow-tab ${tab === 'deployments' ? 'nbflow-tab-active' : ''}`} onClick={() => { setTab('deployments'); setDetail(null); }}>
+          <button role="tab" aria-selected={tab === 'deployments'} className={`nbflow-tab ${tab === 'deployments' ? 'nbflow-tab-active' : ''}`} onClick={() => { setTab('deployments'); setDetail(null); setCompare(null); }}>
             Deployments
+          </button>
+          <button role="tab" aria-selected={tab === 'alerts'} title="Notification rules" className={`nbflow-tab ${tab === 'alerts' ? 'nbflow-tab-active' : ''}`} onClick={() => { setTab('alerts'); setDetail(null); setCompare(null); }}>
+            Alerts
           </button>
         </div>
       </div>
       <div className="nbflow-body">
-        {tab === 'runs' && detail && <RunDetail ctx={ctx} model={detail} onBack={() => setDetail(null)} />}
-        {tab === 'runs' && !detail && <RunsView ctx={ctx} model={runs} onSelect={select} />}
+        {tab === 'runs' && detail && (
+          <RunDetail
+            key={detail.runId}
+            ctx={ctx}
+            model={detail}
+            onBack={() => setDetail(null)}
+            onOpenRun={id => setDetail(new RunDetailModel(ctx.api, id))}
+          />
+        )}
+        {tab === 'runs' && !detail && compare && (
+          <CompareView ctx={ctx} a={compare[0]} b={compare[1]} onBack={() => setCompare(null)} />
+        )}
+        {tab === 'runs' && !detail && !compare && (
+          <RunsView ctx={ctx} model={runs} onSelect={select} onCompare={(a, b) => setCompare([a, b])} />
+        )}
         {tab === 'deployments' && <DeploymentsView ctx={ctx} version={version} />}
+        {tab === 'alerts' && <AlertsView ctx={ctx} />}
       </div>
     </div>
   );

@@ -1,5 +1,5 @@
 import * as React from 'react';
-import { FlowRun } from '../api';
+import { Artifact, FlowRun } from '../api';
 import {
   cancelPrompt,
   filterLogs,
@@ -13,6 +13,7 @@ import { isTerminal, layoutGraph, RunDetailModel } from '../model';
 import { kernelLeftRunning } from '../widgetCancel';
 import { PanelContext } from './context';
 import { ErrorLine, StateBadge, useChanged, useClock } from './common';
+import { RunGraph, RunTimeline } from './RunGraph';
 
 const LEVELS = LOG_LEVELS;
 
@@ -21,6 +22,7 @@ export function RunDetail(props: {
   ctx: PanelContext;
   model: RunDetailModel;
   onBack: () => void;
+  onOpenRun: (id: string) => void;
 }): JSX.Element {
   const { ctx, model } = props;
   useChanged(model);
@@ -29,6 +31,13 @@ export function RunDetail(props: {
   const [actionError, setActionError] = React.useState<string | null>(null);
   const [logLevel, setLogLevel] = React.useState(0);
   const [logTask, setLogTask] = React.useState('');
+  const [artifacts, setArtifacts] = React.useState<Artifact[]>([]);
+  const terminal = isTerminal(model.run?.state);
+  React.useEffect(() => {
+    if (model.run && terminal) {
+      ctx.api.listArtifacts(model.run.id).then(setArtifacts, () => setArtifacts([]));
+    }
+  }, [model.run?.id, terminal]);
   const logsRef = React.useRef<HTMLPreElement>(null);
   React.useEffect(() => {
     const el = logsRef.current;
@@ -73,6 +82,31 @@ export function RunDetail(props: {
       setBusy(null);
     }
   };
+  const retry = async () => {
+    setBusy('retry');
+    try {
+      const created = await ctx.retry(run);
+      setActionError(null);
+      if (created) {
+        props.onOpenRun(created.id);
+      }
+    } catch (err) {
+      setActionError((err as Error).message);
+    } finally {
+      setBusy(null);
+    }
+  };
+  const viewOutput = async (r: FlowRun) => {
+    setBusy('output');
+    try {
+      await ctx.viewOutput(r);
+      setActionError(null);
+    } catch (err) {
+      setActionError((err as Error).message);
+    } finally {
+      setBusy(null);
+    }
+  };
   const openOutput = async (r: FlowRun) => {
     setBusy('output');
     try {
@@ -102,9 +136,32 @@ export function RunDetail(props: {
           </button>
         )}
         {isTerminal(run.state) && run.mode === 'batch' && (
-          <button className="jp-Button jp-mod-styled jp-mod-accept nbflow-open-output" disabled={busy !== null} onClick={() => void openOutput(run)}>
-            Open output notebook
-          </button>
+          <>
+            <button
+              className="jp-Button jp-mod-styled jp-mod-accept nbflow-view-output"
+              title="Show the executed notebook read-only, without starting a kernel"
+              disabled={busy !== null}
+              onClick={() => void viewOutput(run)}
+            >
+              View output
+            </button>
+            <button
+              className="jp-Button jp-mod-styled nbflow-open-output"
+              title="Save a copy under nbflow-outputs/ and open it as a notebook"
+              disabled={busy !== null}
+              onClick={() => void openOutput(run)}
+            >
+              Open as notebook
+            </button>
+            <button
+              className="jp-Button jp-mod-styled nbflow-retry"
+              title="Run again as a new run linked to this one (parameters can be changed)"
+              disabled={busy !== null}
+              onClick={() => void retry()}
+            >
+              Retry
+            </button>
+          </>
         )}
       </div>
       {strayKernel && (
@@ -127,6 +184,16 @@ export function RunDetail(props: {
           <tr><th>Started</th><td>{formatTime(run.start_time ?? run.expected_start_time)}</td></tr>
           <tr><th>Duration</th><td>{formatDuration(runDuration(run, now))}</td></tr>
           <tr><th>Attempts</th><td>{run.run_count}</td></tr>
+          {run.retry_of && (
+            <tr>
+              <th>Retry of</th>
+              <td>
+                <a href="#" className="nbflow-link nbflow-retry-of" onClick={e => { e.preventDefault(); props.onOpenRun(run.retry_of!); }}>
+                  {run.retry_of.slice(0, 8)}
+                </a>
+              </td>
+            </tr>
+          )}
           {run.state?.message && <tr><th>Message</th><td>{run.state.message}</td></tr>}
         </tbody>
       </table>
@@ -151,6 +218,14 @@ export function RunDetail(props: {
           </li>
         ))}
       </ol>
+      {model.graph && model.graph.nodes.length > 0 && (
+        <>
+          <h3>Graph</h3>
+          <RunGraph graph={model.graph} />
+          <h3>Timeline</h3>
+          <RunTimeline tasks={model.graph.nodes} now={now} />
+        </>
+      )}
       <h3>Tasks</h3>
       {tasks.length ? (
         <div className="nbflow-dag">
@@ -180,6 +255,24 @@ export function RunDetail(props: {
         </div>
       ) : (
         <div className="nbflow-dim">no task runs yet</div>
+      )}
+      {artifacts.length > 0 && (
+        <>
+          <h3>Artifacts</h3>
+          <table className="nbflow-kv nbflow-artifacts">
+            <tbody>
+              {artifacts.map(a => (
+                <tr key={a.id} data-kind={a.kind}>
+                  <th>{a.key}</th>
+                  <td>
+                    <span className="nbflow-tag">{a.kind}</span>{' '}
+                    <span className="nbflow-dim">{a.uri ?? (a.data ? JSON.stringify(a.data).slice(0, 80) : '')}</span>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </>
       )}
       <h3>Logs {!isTerminal(run.state) && <span className="nbflow-dim">(following)</span>}</h3>
       <div className="nbflow-toolbar nbflow-log-filters">

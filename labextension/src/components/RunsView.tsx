@@ -1,6 +1,6 @@
 import * as React from 'react';
 import { Deployment, Flow, FlowRun, STATE_TYPES, StateType } from '../api';
-import { cancelPrompt, formatDuration, formatTime, runDuration } from '../format';
+import { cancelPrompt, formatDuration, formatTime, relativeTime, runDuration } from '../format';
 import { isTerminal, RunsModel } from '../model';
 import { PanelContext } from './context';
 import { ErrorLine, StateBadge, useChanged, useClock } from './common';
@@ -10,6 +10,7 @@ export function RunsView(props: {
   ctx: PanelContext;
   model: RunsModel;
   onSelect: (run: FlowRun) => void;
+  onCompare: (a: string, b: string) => void;
 }): JSX.Element {
   const { ctx, model } = props;
   useChanged(model);
@@ -17,10 +18,17 @@ export function RunsView(props: {
   const [flows, setFlows] = React.useState<Flow[]>([]);
   const [deployments, setDeployments] = React.useState<Map<string, Deployment>>(new Map());
   const [cancelError, setCancelError] = React.useState<string | null>(null);
+  // Runs ticked for comparison (oldest tick first: it is A).
+  const [picked, setPicked] = React.useState<string[]>([]);
+  const toggle = (id: string) =>
+    setPicked(p => (p.includes(id) ? p.filter(x => x !== id) : [...p, id].slice(-2)));
+  const upcoming = model.filter.view === 'upcoming';
+  // Names of flows and deployments: reloaded when a run of one not known yet shows up.
+  const unknown = model.items.some(r => r.deployment_id && !deployments.has(r.deployment_id));
   React.useEffect(() => {
     ctx.api.listFlows().then(setFlows, () => undefined);
     ctx.api.listDeployments().then(ds => setDeployments(new Map(ds.map(d => [d.id, d]))), () => undefined);
-  }, [model.total]);
+  }, [model.total, unknown]);
   const cancel = async (run: FlowRun) => {
     const ok = await ctx.confirm('Cancel flow run?', cancelPrompt(run), 'Cancel run');
     if (!ok) {
@@ -40,6 +48,18 @@ export function RunsView(props: {
   return (
     <div className="nbflow-runs">
       <div className="nbflow-toolbar">
+        <span className="nbflow-view-toggle" role="group" aria-label="History or upcoming runs">
+          {(['history', 'upcoming'] as const).map(v => (
+            <button
+              key={v}
+              className={`nbflow-view-${v} ${model.filter.view === v ? 'nbflow-view-active' : ''}`}
+              aria-pressed={model.filter.view === v}
+              onClick={() => void model.setFilter({ view: v })}
+            >
+              {v === 'history' ? 'History' : 'Upcoming'}
+            </button>
+          ))}
+        </span>
         <select
           aria-label="Filter by state"
           className="nbflow-filter-state"
@@ -81,6 +101,23 @@ export function RunsView(props: {
         </span>
       </div>
       <ErrorLine error={model.error ?? cancelError} />
+      {!upcoming && picked.length > 0 && (
+        <div className="nbflow-compare-bar">
+          <span className="nbflow-dim">
+            {picked.length === 1 ? 'Tick a second run to compare with.' : '2 runs ticked.'}
+          </span>
+          <button
+            className="jp-Button jp-mod-styled jp-mod-accept nbflow-compare-button"
+            disabled={picked.length !== 2}
+            onClick={() => props.onCompare(picked[0], picked[1])}
+          >
+            Compare
+          </button>
+          <button className="jp-Button nbflow-compare-clear" onClick={() => setPicked([])}>
+            Clear
+          </button>
+        </div>
+      )}
       <table className="nbflow-table nbflow-runs-table">
         <thead>
           <tr>
@@ -101,7 +138,17 @@ export function RunsView(props: {
               data-state={run.state?.type ?? ''}
               onClick={() => props.onSelect(run)}
             >
-              <td>
+              <td className="nbflow-col-state">
+                {!upcoming && (
+                  <input
+                    type="checkbox"
+                    className="nbflow-pick"
+                    aria-label={`Compare ${run.name}`}
+                    checked={picked.includes(run.id)}
+                    onClick={e => e.stopPropagation()}
+                    onChange={() => toggle(run.id)}
+                  />
+                )}
                 <StateBadge state={run.state} />
               </td>
               <td className="nbflow-col-run">
@@ -122,7 +169,12 @@ export function RunsView(props: {
                 <div>{run.flow_name ?? ''}</div>
                 <div className="nbflow-dim">{source(run)}</div>
               </td>
-              <td className="nbflow-col-start">{formatTime(run.start_time ?? run.expected_start_time)}</td>
+              <td className="nbflow-col-start">
+                {formatTime(run.start_time ?? run.expected_start_time)}
+                {upcoming && run.expected_start_time && (
+                  <div className="nbflow-dim">{relativeTime(run.expected_start_time)}</div>
+                )}
+              </td>
               <td className="nbflow-col-duration">{formatDuration(runDuration(run, now))}</td>
               <td className="nbflow-col-cancel">
                 {!isTerminal(run.state) && (
@@ -144,7 +196,9 @@ export function RunsView(props: {
           {!model.items.length && !model.loading && (
             <tr>
               <td colSpan={6} className="nbflow-empty">
-                No flow runs{model.filter.stateTypes.length || model.filter.flowName ? ' match the filter' : ' yet'}.
+                {upcoming
+                  ? 'No upcoming runs: no active schedule has a run ahead.'
+                  : `No flow runs${model.filter.stateTypes.length || model.filter.flowName ? ' match the filter' : ' yet'}.`}
               </td>
             </tr>
           )}

@@ -24,6 +24,10 @@ export interface PanelContext {
   openOutput: (run: FlowRun) => Promise<void>;
   confirm: (title: string, body: string, accept: string) => Promise<boolean>;
   runNow: (deploymentId: string) => Promise<void>;
+  /** Show a run's output notebook read-only in a main-area tab (no kernel). */
+  viewOutput: (run: FlowRun) => Promise<void>;
+  /** Ask for a retry of a finished run (a form); the new run, or null if abandoned. */
+  retry: (run: FlowRun) => Promise<FlowRun | null>;
   /** Restart a kernel of this Jupyter server (a cancelled run's kernel that kept running). */
   restartKernel: (kernelId: string) => Promise<void>;
 }
