@@ -191,3 +191,77 @@ export function filterLogs(logs: LogRecord[], filter: LogFilter): LogRecord[] {
         (filter.task === 'flow' ? !l.task_run_id : l.task_run_id === filter.task))
   );
 }
+
+const CRON_FIELDS: { name: string; min: number; max: number; names?: string[]; first?: number }[] = [
+  { name: 'minute', min: 0, max: 59 },
+  { name: 'hour', min: 0, max: 23 },
+  { name: 'day of month', min: 1, max: 31 },
+  {
+    name: 'month',
+    min: 1,
+    max: 12,
+    names: ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'],
+    first: 1
+  },
+  { name: 'day of week', min: 0, max: 7, names: ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'], first: 0 }
+];
+
+/**
+ * What is wrong with a five-field cron expression, in words ("hour 25 is out of range
+ * 0–23"), or null.  Extensions the server's croniter accepts (L, W, #, ?, a seconds field)
+ * are left to the server: null here, its answer there.
+ */
+export function cronProblem(expr: string): string | null {
+  const text = expr.trim();
+  if (!text) {
+    return 'enter a cron expression, e.g. 0 6 * * * (06:00 every day)';
+  }
+  if (/[LW#?]/i.test(text.replace(/[a-z]{3}/gi, m => (/^(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|sun|mon|tue|wed|thu|fri|sat)$/i.test(m) ? '' : m)))) {
+    return null;
+  }
+  const parts = text.split(/\s+/);
+  if (parts.length === 6 || parts.length === 7) {
+    return null; // croniter's seconds/year fields: the server decides
+  }
+  if (parts.length !== 5) {
+    return `a cron expression has 5 fields (minute hour day-of-month month day-of-week); this one has ${parts.length}`;
+  }
+  for (let i = 0; i < 5; i++) {
+    const f = CRON_FIELDS[i];
+    for (const item of parts[i].split(',')) {
+      if (!item) {
+        return `${f.name}: an empty item in "${parts[i]}"`;
+      }
+      const [range, step, extra] = item.split('/');
+      if (extra !== undefined) {
+        return `${f.name}: "${item}" has two steps`;
+      }
+      if (step !== undefined && (!/^\d+$/.test(step) || Number(step) === 0)) {
+        return `${f.name}: the step in "${item}" must be a whole number above 0`;
+      }
+      if (range === '*') {
+        continue;
+      }
+      const bounds = range.split('-');
+      if (bounds.length > 2 || bounds.some(b => !b)) {
+        return `${f.name}: "${item}" is not a value, a range like 1-5 or a list like 1,15`;
+      }
+      const values: number[] = [];
+      for (const b of bounds) {
+        const named = f.names?.indexOf(b.toLowerCase()) ?? -1;
+        const v = named >= 0 ? named + (f.first ?? 0) : /^\d+$/.test(b) ? Number(b) : NaN;
+        if (isNaN(v)) {
+          return `${f.name}: "${b}" is not a number${f.names ? ` or a name like ${f.names[1]}` : ''}`;
+        }
+        if (v < f.min || v > f.max) {
+          return `${f.name} ${v} is out of range ${f.min}–${f.max}`;
+        }
+        values.push(v);
+      }
+      if (values.length === 2 && values[0] > values[1]) {
+        return `${f.name}: the range ${range} runs backwards (write ${bounds[1]}-${bounds[0]}?)`;
+      }
+    }
+  }
+  return null;
+}

@@ -47,3 +47,26 @@ describe('filterLogs', () => {
     expect(messages(filterLogs(logs, { level: 0, task: 'flow' }))).toEqual(['start']);
   });
 });
+
+import { cronProblem } from '../src/format';
+
+describe('cronProblem', () => {
+  it('explains a bad field in words', () => {
+    expect(cronProblem('0 25 * * mon-fri')).toBe('hour 25 is out of range 0–23');
+    expect(cronProblem('61 * * * *')).toBe('minute 61 is out of range 0–59');
+    expect(cronProblem('0 6 * 13 *')).toBe('month 13 is out of range 1–12');
+    expect(cronProblem('0 6 * * funday')).toContain('day of week: "funday" is not a number');
+    expect(cronProblem('0 6 * *')).toContain('has 4');
+    expect(cronProblem('*/0 * * * *')).toContain('step');
+    expect(cronProblem('0 9-5 * * *')).toContain('runs backwards');
+    expect(cronProblem('')).toContain('enter a cron expression');
+  });
+
+  it('accepts what cron accepts', () => {
+    for (const ok of ['0 6 * * *', '*/15 9-17 * * mon-fri', '0 0 1,15 * *', '30 6 * jan-mar 1-5', '0 0 * * 7', '0 12 * * SUN']) {
+      expect(cronProblem(ok)).toBeNull();
+    }
+    // croniter's extensions are the server's to judge
+    expect(cronProblem('0 0 L * *')).toBeNull();
+  });
+});

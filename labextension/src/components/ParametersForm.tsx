@@ -43,6 +43,16 @@ export function ParametersForm(props: {
   onChange: (texts: ParameterTexts) => void;
 }): JSX.Element {
   const props_ = Object.entries(props.schema.properties ?? {});
+  // An error given by the parent (the server's answer) holds for the text it was about:
+  // once the field is edited it is the live check's turn.
+  const given = React.useRef<Record<string, { from: Record<string, string>; text: string }>>({});
+  for (const [name] of props_) {
+    if (props.errors[name] && given.current[name]?.from !== props.errors) {
+      given.current[name] = { from: props.errors, text: props.texts[name] ?? '' };
+    }
+  }
+  const givenError = (name: string) =>
+    props.errors[name] && given.current[name]?.text === (props.texts[name] ?? '') ? props.errors[name] : undefined;
   if (!props_.length) {
     return <div className="nbflow-dim">This notebook has no parameters.</div>;
   }
@@ -50,7 +60,8 @@ export function ParametersForm(props: {
     <div className="nbflow-params-form">
       {props_.map(([name, prop]) => {
         const first = Array.isArray(prop.type) ? prop.type[0] : prop.type;
-        const error = props.errors[name];
+        // Checked as you type (6.5 in an integer field is marked at once), then the server's.
+        const error = parseParameter(props.texts[name] ?? '', prop.type).error ?? givenError(name);
         return (
           <label key={name} className="nbflow-field">
             <span className="nbflow-field-label">
@@ -67,7 +78,8 @@ export function ParametersForm(props: {
               </select>
             ) : (
               <input
-                className="jp-mod-styled"
+                className={`jp-mod-styled ${error ? 'nbflow-invalid' : ''}`}
+                aria-invalid={!!error}
                 name={`param-${name}`}
                 type={first === 'integer' || first === 'number' ? 'number' : 'text'}
                 step={first === 'number' ? 'any' : undefined}

@@ -1,6 +1,6 @@
 import * as React from 'react';
 import { ApiError, Deployment, NbflowApi, NotebookParameters, Schedule } from '../api';
-import { formatTime, relativeTime } from '../format';
+import { cronProblem, formatTime, relativeTime } from '../format';
 import { initialTexts, ParametersForm, ParameterTexts, parseTexts } from './ParametersForm';
 
 /** The main job variables of each runner, shown as inputs. */
@@ -34,6 +34,8 @@ export function browserTimezone(): string {
 
 type Kind = 'cron' | 'interval' | 'none';
 
+const FIX_FIELDS = 'Fix the fields marked in red.';
+
 /** The schedule dialog's body: runner, job variables, schedule with preview, parameters. */
 export function ScheduleForm(props: {
   api: NbflowApi;
@@ -48,8 +50,9 @@ export function ScheduleForm(props: {
   const [name, setName] = React.useState(props.path.replace(/^.*\//, '').replace(/\.ipynb$/, ''));
   const [runner, setRunner] = React.useState(props.defaultRunner);
   const [jobVars, setJobVars] = React.useState<Record<string, string>>({});
-  const [kind, setKind] = React.useState<Kind>('cron');
-  const [cron, setCron] = React.useState('0 6 * * *');
+  // No schedule unless the notebook's %%flow cell has one: a deployment runs on demand.
+  const [kind, setKind] = React.useState<Kind>('none');
+  const [cron, setCron] = React.useState('');
   const [every, setEvery] = React.useState('1');
   const [unit, setUnit] = React.useState('hours');
   const [tz, setTz] = React.useState(browserTimezone());
@@ -58,6 +61,16 @@ export function ScheduleForm(props: {
   const [fieldErrors, setFieldErrors] = React.useState<Record<string, string>>({});
   const [formError, setFormError] = React.useState<string | null>(null);
   const [busy, setBusy] = React.useState(false);
+  // The parameters' errors, one object per change of the errors (the form keys on it).
+  const paramErrors = React.useMemo(
+    () =>
+      Object.fromEntries(
+        Object.entries(fieldErrors)
+          .filter(([k, v]) => k.startsWith('param-') && v)
+          .map(([k, v]) => [k.slice(6), v])
+      ),
+    [fieldErrors]
+  );
 
   React.useEffect(() => {
     api.notebookParameters(props.path).then(
@@ -101,6 +114,15 @@ export function ScheduleForm(props: {
       setFieldErrors(e => ({ ...e, cron: '', interval: '', timezone: '' }));
       return;
     }
+    // A cron the browser can judge is explained at once, in words, without a round trip.
+    const local = kind === 'cron' ? cronProblem(cron) : null;
+    if (local) {
+      setPreview([]);
+      setFieldErrors(e => ({ ...e, cron: local, interval: '', timezone: '' }));
+      return;
+    }
+    // A later edit makes this preview's answer stale: it must not undo the newer state.
+    let stale = false;
     const t = setTimeout(() => {
       const s = schedule()!;
       if (kind === 'interval' && !(intervalSeconds > 0)) {
@@ -110,22 +132,32 @@ export function ScheduleForm(props: {
       }
       api.previewSchedule({ ...s, count: 5 }).then(
         p => {
+          if (stale) {
+            return;
+          }
           setPreview(p.next);
           setFieldErrors(e => ({ ...e, cron: '', interval: '', timezone: '' }));
         },
         (err: ApiError) => {
+          if (stale) {
+            return;
+          }
           setPreview([]);
           const tzProblem = err.problemFor?.('timezone');
+          const problem = err.problemFor?.('cron') ?? err.problemFor?.('interval_seconds') ?? err.message;
           setFieldErrors(e => ({
             ...e,
-            cron: kind === 'cron' && !tzProblem ? err.message : '',
-            interval: kind === 'interval' && !tzProblem ? err.message : '',
-            timezone: tzProblem ? err.message : ''
+            cron: kind === 'cron' && !tzProblem ? problem : '',
+            interval: kind === 'interval' && !tzProblem ? problem : '',
+            timezone: tzProblem ?? ''
           }));
         }
       );
     }, 250);
-    return () => clearTimeout(t);
+    return () => {
+      stale = true;
+      clearTimeout(t);
+    };
   }, [kind, cron, every, unit, tz]);
 
   const submit = async (runNow: boolean) => {
@@ -144,7 +176,7 @@ export function ScheduleForm(props: {
     }
     setFieldErrors(errors);
     if (Object.values(errors).some(Boolean)) {
-      setFormError('Fix the fields marked in red.');
+      setFormError(FIX_FIELDS);
       return;
     }
     const job_variables: Record<string, unknown> = {};
@@ -203,6 +235,12 @@ export function ScheduleForm(props: {
   }
   const fieldError = (key: string) =>
     fieldErrors[key] ? <span className="nbflow-field-error" data-field={key}>{fieldErrors[key]}</span> : null;
+  const invalid = (key: string) => (fieldErrors[key] ? 'nbflow-invalid' : '');
+  const liveParamErrors = parseTexts(info.parameters_schema, texts).errors;
+  const stillWrong =
+    Object.entries(fieldErrors).some(([k, v]) => v && !k.startsWith('param-')) ||
+    Object.keys(liveParamErrors).length > 0;
+  const banner = formError === FIX_FIELDS && !stillWrong ? null : formError;
   return (
     <div className="nbflow-schedule-form">
       <div className="nbflow-dim">
@@ -250,7 +288,14 @@ export function ScheduleForm(props: {
         {kind === 'cron' && (
           <label className="nbflow-field">
             <span className="nbflow-field-label">Cron (minute hour day month weekday)</span>
-            <input className="jp-mod-styled nbflow-mono" name="cron" value={cron} onChange={e => setCron(e.target.value)} />
+            <input
+              className={`jp-mod-styled nbflow-mono ${invalid('cron')}`}
+              name="cron"
+              placeholder="0 6 * * *"
+              aria-invalid={!!fieldErrors.cron}
+              value={cron}
+              onChange={e => setCron(e.target.value)}
+            />
             {fieldError('cron')}
           </label>
         )}
@@ -258,7 +303,7 @@ export function ScheduleForm(props: {
           <label className="nbflow-field">
             <span className="nbflow-field-label">Every</span>
             <span className="nbflow-inline">
-              <input className="jp-mod-styled" name="every" type="number" min="1" value={every} onChange={e => setEvery(e.target.value)} />
+              <input className={`jp-mod-styled ${invalid('interval')}`} name="every" type="number" min="1" aria-invalid={!!fieldErrors.interval} value={every} onChange={e => setEvery(e.target.value)} />
               <select name="unit" value={unit} onChange={e => setUnit(e.target.value)}>
                 {Object.keys(UNITS).map(u => <option key={u} value={u}>{u}</option>)}
               </select>
@@ -291,13 +336,11 @@ export function ScheduleForm(props: {
         <ParametersForm
           schema={info.parameters_schema}
           texts={texts}
-          errors={Object.fromEntries(
-            Object.entries(fieldErrors).filter(([k]) => k.startsWith('param-')).map(([k, v]) => [k.slice(6), v])
-          )}
+          errors={paramErrors}
           onChange={setTexts}
         />
       </fieldset>
-      {formError && <div className="nbflow-error nbflow-form-error">{formError}</div>}
+      {banner && <div className="nbflow-error nbflow-form-error">{banner}</div>}
       <div className="nbflow-form-buttons">
         <button className="jp-Button jp-mod-styled jp-mod-reject" disabled={busy} onClick={props.onCancel}>Cancel</button>
         <button className="jp-Button jp-mod-styled nbflow-save" disabled={busy} onClick={() => void submit(false)}>Save deployment</button>

@@ -66,7 +66,8 @@ async function scheduleFromFileBrowser(page: IJupyterLabPageFixture, file: strin
 }
 
 async function latestRunId(page: IJupyterLabPageFixture, flowName: string): Promise<string> {
-  const r = await page.request.get(`${API}/flow_runs?flow_names=${flowName}&limit=1`);
+  // history: the run just started, not the scheduler's runs ahead (Upcoming)
+  const r = await page.request.get(`${API}/flow_runs?flow_names=${flowName}&view=history&limit=1`);
   return (await r.json()).items[0].id;
 }
 
@@ -105,12 +106,21 @@ test.describe('nbflow panel', () => {
     await expect(form.locator('input[name="param-region"]')).toHaveValue('EU');
     await expect(form.locator('input[name="param-days"]')).toHaveValue('7');
 
-    // a bad cron: the server's message in place, nothing saved
-    await form.locator('input[name="cron"]').fill('61 * * * *');
-    await expect(form.locator('.nbflow-field-error[data-field="cron"]')).toContainText('not a valid cron expression');
+    // a bad cron: what is wrong, in words, on the field, as you type; nothing saved
+    await form.locator('input[name="cron"]').fill('0 25 * * mon-fri');
+    await expect(form.locator('.nbflow-field-error[data-field="cron"]')).toHaveText('hour 25 is out of range 0–23');
+    await expect(form.locator('input[name="cron"]')).toHaveAttribute('aria-invalid', 'true');
+    // an integer parameter refuses 6.5 before anything is pressed
+    await form.locator('input[name="param-days"]').fill('6.5');
+    await expect(form.locator('.nbflow-field-error[data-field="param-days"]')).toContainText('integer');
+    await form.locator('button.nbflow-save').click();
+    await expect(form.locator('.nbflow-form-error')).toContainText('Fix the fields');
+    await form.locator('input[name="param-days"]').fill('7');
     await page.locator('.nbflow-dialog .jp-Dialog-content').screenshot({ path: `${SHOTS}/schedule-dialog-error.png` });
     await form.locator('input[name="cron"]').fill('30 6 * * 1-5');
     await expect(form.locator('.nbflow-field-error[data-field="cron"]')).toHaveCount(0);
+    // fixed: the banner goes with the last error
+    await expect(form.locator('.nbflow-form-error')).toHaveCount(0);
     await expect(form.locator('.nbflow-preview li')).toHaveCount(5);
     await form.locator('input[name="param-days"]').fill('3');
     await page.locator('.nbflow-dialog .jp-Dialog-content').screenshot({ path: `${SHOTS}/schedule-dialog.png` });
@@ -149,7 +159,8 @@ test.describe('nbflow panel', () => {
     await page.filebrowser.openDirectory(tmpPath);
     await scheduleFromFileBrowser(page, 'slow.ipynb');
     const form = page.locator('.nbflow-schedule-form');
-    await form.locator('input[name="kind"][value="none"]').check();
+    // its %%flow cell has no schedule: the dialog proposes none (run on demand)
+    await expect(form.locator('input[name="kind"][value="none"]')).toBeChecked();
     await form.locator('button.nbflow-save-run').click();
     await expect(form).toHaveCount(0);
     await page.sidebar.setWidth(560, 'left');
