@@ -6,6 +6,7 @@ from typing import Any
 from uuid import UUID
 
 __all__ = [
+    "DeploymentVersionConflict",
     "FlowRunNotFound",
     "NbflowError",
     "NotFound",
@@ -52,6 +53,22 @@ class FlowRunNotFound(NotFound):
 
 class ObjectAlreadyExists(NbflowError):
     """A unique key (name, idempotency key) is already taken."""
+
+
+class DeploymentVersionConflict(NbflowError):
+    """An edit of a deployment made from a version that is no longer its latest."""
+
+    def __init__(
+        self, deployment_id: UUID, expected: int, current: int, changed: list[str]
+    ) -> None:
+        self.deployment_id, self.expected, self.current = deployment_id, expected, current
+        self.changed = changed
+        what = f" (changed since: {', '.join(changed)})" if changed else ""
+        super().__init__(
+            f"deployment {deployment_id} is at version {current}, the edit was made from "
+            f"version {expected}{what}; reload it, reapply the edit and send "
+            f"expected_version={current}"
+        )
 
 
 class TransitionRejected(NbflowError):

@@ -22,6 +22,9 @@ __all__ = [
     "ConcurrencyLimit",
     "Deployment",
     "DeploymentCreate",
+    "DeploymentVersion",
+    "DeploymentVersionDetail",
+    "FieldChange",
     "Flow",
     "FlowRun",
     "FlowRunCreate",
@@ -88,14 +91,51 @@ class DeploymentCreate(_Model):
     notebook: dict[str, Any] | None = None
     description: str | None = None
     tags: list[str] = Field(default_factory=list)
+    #: What a run executes: the stored ``snapshot`` or the ``file`` at notebook_path as it
+    #: is when the run starts.
+    run_mode: Literal["snapshot", "file"] = "snapshot"
+    #: The kernelspec of subprocess runs (default: the notebook's own kernelspec).
+    kernel_name: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class Deployment(DeploymentCreate):
     """A flow plus a notebook snapshot, a runner, job variables, schedules and defaults."""
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    #: The number of its latest version (every change of the definition is one; 0: none yet).
+    version: int = 0
     created: datetime = Field(default_factory=now)
     updated: datetime = Field(default_factory=now)
+
+
+class FieldChange(_Model):
+    """One field of a deployment that an update changes (or changed)."""
+
+    field: str
+    old: Any = None
+    new: Any = None
+
+
+class DeploymentVersion(_Model):
+    """One recorded version of a deployment's definition: who, when and what changed."""
+
+    deployment_id: uuid.UUID
+    version: int
+    created: datetime
+    #: The Jupyter user who made it, else ``api`` (the REST API) or ``cli`` (no server).
+    author: str
+    summary: str
+    #: sha256 of the notebook snapshot of this version (None: no snapshot).
+    notebook_sha256: str | None = None
+
+
+class DeploymentVersionDetail(DeploymentVersion):
+    """A version with its definition (every editable field) and its notebook snapshot."""
+
+    definition: dict[str, Any]
+    notebook: dict[str, Any] | None = None
+    #: The fields this version changed from the one before it (every field for version 1).
+    changes: list[FieldChange] = Field(default_factory=list)
 
 
 class FlowRunCreate(_Model):

@@ -16,6 +16,8 @@ NBFLOW_API_RETRY_SECONDS  how long the HTTP client keeps retrying while the serv
 NBFLOW_RESULTS_URL      where task results and caches are persisted (``$NBFLOW_HOME/results``;
                         any fsspec URL)
 NBFLOW_LOGGING_LEVEL    level of records shipped to the store (``INFO``)
+NBFLOW_BATCH_RESULTS_MAX_BYTES  a batch run persists each completed ``%%task`` cell's
+                        outputs up to this size, for a repair (``67108864``; 0: never)
 NBFLOW__FLOW_RUN_ID     set by runners: the flow run this process executes
 NBFLOW__KERNEL_ID       set by a Jupyter server with nbflow in kernels it starts: the
                         kernel's id there (its interactive runs record ``kernel:<id>``)
@@ -47,6 +49,8 @@ class Settings:
     api_retry_seconds: float = 600.0
     #: The id of this kernel in the Jupyter server that started it (None: not such a kernel).
     kernel_id: str | None = None
+    #: Largest pickled outputs of one ``%%task`` cell a batch run persists (0: none).
+    batch_results_max_bytes: int = 64 * 1024 * 1024
 
     @property
     def uses_server(self) -> bool:
@@ -74,6 +78,12 @@ def _read(environ: os._Environ[str] | dict[str, str]) -> Settings:
             f"NBFLOW_API_RETRY_SECONDS={retry_text!r} is not a number of seconds >= 0; "
             "give e.g. 600 (0: never retry)"
         )
+    cap_text = environ.get("NBFLOW_BATCH_RESULTS_MAX_BYTES") or str(64 * 1024 * 1024)
+    if not cap_text.strip().isdigit():
+        raise ValueError(
+            f"NBFLOW_BATCH_RESULTS_MAX_BYTES={cap_text!r} is not a whole number of bytes >= 0; "
+            "give e.g. 67108864 (0: batch runs persist no cell outputs)"
+        )
     return Settings(
         home=home,
         database_url=environ.get("NBFLOW_DATABASE_URL") or f"sqlite:///{home / 'nbflow.db'}",
@@ -84,6 +94,7 @@ def _read(environ: os._Environ[str] | dict[str, str]) -> Settings:
         flow_run_id=flow_run_id,
         api_retry_seconds=api_retry_seconds,
         kernel_id=environ.get("NBFLOW__KERNEL_ID") or None,
+        batch_results_max_bytes=int(cap_text),
     )
 
 

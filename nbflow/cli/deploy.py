@@ -17,20 +17,30 @@ from typing import Any
 from nbflow.cli import UsageError
 from nbflow.cli.notebook_run import parse_job_variables
 from nbflow.client.http import HTTPClient
-from nbflow.exceptions import ValidationError
+from nbflow.exceptions import NotFound, ValidationError
 from nbflow.notebook import document as nbs
 from nbflow.notebook.arguments import parse_duration
 from nbflow.notebook.deploy import (
     DeploySpec,
     deploy_notebook,
+    notebook_flow,
     option_of_field,
     print_deployment,
     read_server_notebook,
     server_client,
 )
+from nbflow.schemas import Deployment, DeploymentVersionDetail, FieldChange
 from nbflow.settings import get_settings
 
-__all__ = ["parse_deploy_parameters", "print_deployment", "raise_as_usage", "raw_pairs", "register"]
+__all__ = [
+    "format_change",
+    "parse_deploy_parameters",
+    "print_changes",
+    "print_deployment",
+    "raise_as_usage",
+    "raw_pairs",
+    "register",
+]
 
 
 def register(subparsers: Any) -> None:
@@ -167,6 +177,7 @@ def handle(args: argparse.Namespace) -> int:
         "--name": args.name,
     }
     values.update(raw_pairs("-p", args.param))
+    before = _existing(client, nb, path, args.name)
     try:
         flow, deployment = deploy_notebook(
             client, nb, spec, path=path, server_path=path if args.server_path else None
@@ -180,4 +191,52 @@ def handle(args: argparse.Namespace) -> int:
         print()
         return 0
     print_deployment(flow, deployment)
+    if before is not None:
+        _print_update(client, before, deployment)
     return 0
+
+
+def _existing(client: HTTPClient, nb: dict[str, Any], path: str, name: str) -> Deployment | None:
+    """Return the deployment this deploy will update (None: it creates one)."""
+    try:
+        flow = client.read_flow_by_name(notebook_flow(nb, path).name)
+    except NotFound:
+        return None
+    found = [d for d in client.read_deployments(flow_id=flow.id, limit=1000) if d.name == name]
+    return found[0] if found else None
+
+
+def _print_update(client: HTTPClient, before: Deployment, after: Deployment) -> None:
+    if after.version == before.version:
+        print(f"  version:       {after.version} (nothing changed)")
+        return
+    detail = DeploymentVersionDetail.model_validate(
+        client.request(
+            "GET",
+            f"deployments/{after.id}/versions/{after.version}",
+            kind="deployment version",
+            key=after.version,
+        )
+    )
+    print(f"  version:       {after.version} (was {before.version}), changed:")
+    print_changes(detail.changes, indent="    ")
+
+
+def format_change(change: FieldChange) -> str:
+    """Return one changed field as ``field: old -> new`` (a notebook by its code cells)."""
+    if change.field == "notebook":
+        cells = (change.new or {}).get("code_cells") if isinstance(change.new, dict) else None
+        shown = f"{cells} code cells" if cells is not None else "none"
+        return f"notebook snapshot: new snapshot ({shown}; see nbflow deployments diff)"
+
+    def text(value: Any) -> str:
+        out = json.dumps(value, default=str, separators=(", ", ": "))
+        return out if len(out) <= 80 else out[:77] + "..."
+
+    return f"{change.field}: {text(change.old)} -> {text(change.new)}"
+
+
+def print_changes(changes: list[FieldChange], *, indent: str = "  ") -> None:
+    """Print each changed field on a line of its own."""
+    for change in changes:
+        print(f"{indent}{format_change(change)}")

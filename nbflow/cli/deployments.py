@@ -1,4 +1,4 @@
-"""``nbflow deployments ls|pause|resume|run|delete``: manage deployments on the server.
+"""``nbflow deployments ls|show|versions|diff|pause|resume|run|delete``: manage deployments.
 
 A deployment is named by its id, a unique prefix of it, or its name (unique among
 deployments, else ``FLOW/NAME``).
@@ -13,13 +13,13 @@ from typing import Any
 from uuid import UUID
 
 from nbflow.cli import UsageError
-from nbflow.cli._output import print_table, short_id
-from nbflow.cli.deploy import parse_deploy_parameters, raise_as_usage, raw_pairs
+from nbflow.cli._output import format_time, print_table, short_id
+from nbflow.cli.deploy import parse_deploy_parameters, print_changes, raise_as_usage, raw_pairs
 from nbflow.cli.notebook_run import parse_job_variables
 from nbflow.client.http import HTTPClient
 from nbflow.exceptions import NotFound, ValidationError
 from nbflow.notebook.deploy import describe_schedule, server_client
-from nbflow.schemas import Deployment, Flow
+from nbflow.schemas import Deployment, DeploymentVersion, FieldChange, Flow
 
 __all__ = ["register", "resolve_deployment"]
 
@@ -39,6 +39,36 @@ def register(subparsers: Any) -> None:
     ls.add_argument("--flow", metavar="NAME", help="only deployments of this flow")
     ls.add_argument("--json", action="store_true", help="print them as a JSON list")
     ls.set_defaults(handler=handle_ls, prog=ls.prog)
+
+    show = group.add_parser(
+        "show",
+        help="show a deployment: version, run mode, kernel, schedule, parameters",
+        description="Show a deployment's definition as deployed now, with its version.",
+    )
+    show.add_argument("deployment", metavar="DEPLOYMENT")
+    show.add_argument("--json", action="store_true", help="print it as JSON (no notebook)")
+    show.set_defaults(handler=handle_show, prog=show.prog)
+
+    versions = group.add_parser(
+        "versions",
+        help="list a deployment's versions: who changed what, when",
+        description="List the versions of a deployment, newest first.",
+    )
+    versions.add_argument("deployment", metavar="DEPLOYMENT")
+    versions.add_argument("--json", action="store_true", help="print them as a JSON list")
+    versions.set_defaults(handler=handle_versions, prog=versions.prog)
+
+    diff = group.add_parser(
+        "diff",
+        help="show what changed between two versions: fields and code cells",
+        description="Show the fields and the code cells (unified diff) that differ from "
+        "version N to version M; with N only, what version N changed from the one before.",
+    )
+    diff.add_argument("deployment", metavar="DEPLOYMENT")
+    diff.add_argument("n", metavar="N", type=int, help="a version")
+    diff.add_argument("m", metavar="M", type=int, nargs="?", help="another version")
+    diff.add_argument("--json", action="store_true", help="print the diff as JSON")
+    diff.set_defaults(handler=handle_diff, prog=diff.prog)
 
     for name, summary, handler in (
         ("pause", "pause a deployment: its schedules create no runs", handle_pause),
@@ -190,4 +220,103 @@ def handle_run(args: argparse.Namespace) -> int:
     print(f"flow run {run.name!r} of deployment {deployment.name!r} scheduled")
     print(f"  run id:  {run.id}")
     print(f"  inspect: nbflow runs show {short_id(run.id)}")
+    return 0
+
+
+def handle_show(args: argparse.Namespace) -> int:
+    """Show one deployment."""
+    client = server_client("nbflow deployments show")
+    d = resolve_deployment(client, args.deployment)
+    if args.json:
+        json.dump(d.model_dump(mode="json", exclude={"notebook"}), sys.stdout, indent=2)
+        print()
+        return 0
+    flow = client.read_flow(d.flow_id)
+    rows = [
+        ("deployment", f"{d.name} ({d.id})"),
+        ("flow", flow.name),
+        ("version", f"{d.version} (updated {format_time(d.updated)})"),
+        ("status", "paused" if d.paused else "active"),
+        ("schedule", _schedule_text(d)),
+        ("run mode", _mode_text(d)),
+        ("kernel", d.kernel_name or "the notebook's own kernelspec"),
+        ("runner", d.runner),
+    ]
+    if "image" in d.job_variables:
+        rows.append(("image", str(d.job_variables["image"])))
+    if d.parameters:
+        rows.append(
+            ("parameters", ", ".join(f"{k}={json.dumps(v)}" for k, v in d.parameters.items()))
+        )
+    others = {k: v for k, v in d.job_variables.items() if k != "image"}
+    if others:
+        rows.append(("job variables", json.dumps(others)))
+    if d.concurrency_limit is not None:
+        rows.append(("concurrency", f"at most {d.concurrency_limit} at once"))
+    if d.tags:
+        rows.append(("tags", ", ".join(d.tags)))
+    if d.description:
+        rows.append(("description", d.description))
+    for label, value in rows:
+        print(f"{label + ':':<15}{value}")
+    return 0
+
+
+def _mode_text(d: Deployment) -> str:
+    if d.run_mode == "file":
+        return f"file (runs {d.notebook_path} as it is when a run starts)"
+    source = f" of {d.notebook_path}" if d.notebook_path else ""
+    return f"snapshot (runs the notebook{source} as deployed)"
+
+
+def handle_versions(args: argparse.Namespace) -> int:
+    """List a deployment's versions."""
+    client = server_client("nbflow deployments versions")
+    d = resolve_deployment(client, args.deployment)
+    data = client.request(
+        "GET", f"deployments/{d.id}/versions", kind="deployment", key=args.deployment
+    )
+    items = [DeploymentVersion.model_validate(v) for v in data["items"]]
+    if args.json:
+        json.dump([v.model_dump(mode="json") for v in items], sys.stdout, indent=2)
+        print()
+        return 0
+    rows = [
+        [
+            str(v.version),
+            format_time(v.created),
+            v.author,
+            v.summary,
+            (v.notebook_sha256 or "-")[:8],
+        ]
+        for v in items
+    ]
+    print_table(["VERSION", "CREATED", "AUTHOR", "SUMMARY", "NOTEBOOK"], rows)
+    return 0
+
+
+def handle_diff(args: argparse.Namespace) -> int:
+    """Show what differs between two versions of a deployment."""
+    client = server_client("nbflow deployments diff")
+    d = resolve_deployment(client, args.deployment)
+    version, against = (args.n, None) if args.m is None else (args.m, args.n)
+    params = {} if against is None else {"against": against}
+    data = client.request(
+        "GET",
+        f"deployments/{d.id}/versions/{version}/diff",
+        params=params,
+        kind="deployment version",
+        key=f"{args.deployment} v{version}",
+    )
+    if args.json:
+        json.dump(data, sys.stdout, indent=2)
+        print()
+        return 0
+    changes = [FieldChange.model_validate(c) for c in data["changes"]]
+    print(f"deployment {d.name!r}: version {data['against']} -> {data['version']}")
+    if not changes:
+        print("  no field changed")
+    print_changes(changes)
+    for cell in data["cells"]:
+        sys.stdout.write(cell["diff"])
     return 0

@@ -111,10 +111,11 @@ def register(subparsers: Any) -> None:
     output.add_argument("--force", action="store_true", help="overwrite FILE when it exists")
     output.set_defaults(handler=handle_output, prog=output.prog)
 
-    # Imported here: runs_diff reads output notebooks with this module's functions.
-    from nbflow.cli import runs_diff
+    # Imported here: runs_diff and runs_retry use this module's functions.
+    from nbflow.cli import runs_diff, runs_retry
 
     runs_diff.register(group)
+    runs_retry.register(group)
 
 
 def _positive_int(text: str) -> int:
@@ -216,6 +217,12 @@ def resolve_flow_run(client: Client, text: str) -> FlowRun:
     return matches[0]
 
 
+def retries_of(client: Client, run: FlowRun) -> list[FlowRun]:
+    """Return the runs that retry ``run`` (``retry_of``), oldest first, among its flow's newest."""
+    page = client.read_flow_runs(FlowRunFilter(flow_ids=[run.flow_id], limit=_PAGE))
+    return sorted((r for r in page if r.retry_of == run.id), key=lambda r: r.created)
+
+
 def _effective_parameters(client: Client, run: FlowRun) -> dict[str, tuple[Any, bool]]:
     """Return the run's parameters with the flow's defaults for those it did not set."""
     values: dict[str, tuple[Any, bool]] = {k: (v, False) for k, v in run.parameters.items()}
@@ -239,6 +246,7 @@ def handle_show(args: argparse.Namespace) -> int:
         doc = run.model_dump(mode="json")
         doc["states"] = [s.model_dump(mode="json") for s in states]
         doc["task_runs"] = [t.model_dump(mode="json") for t in task_runs]
+        doc["retried_by"] = [str(r.id) for r in retries_of(client, run)]
         json.dump(doc, sys.stdout, indent=2)
         print()
         return 0
@@ -254,6 +262,10 @@ def handle_show(args: argparse.Namespace) -> int:
     print(f"  end:         {format_time(run.end_time)}")
     print(f"  duration:    {format_duration(run_duration(run))}")
     print(f"  run count:   {run.run_count}")
+    if run.retry_of is not None:
+        print(f"  retry of:    {run.retry_of}")
+    for retry in retries_of(client, run):
+        print(f"  retried by:  {retry.id}")
     if run.notebook_path:
         print(f"  notebook:    {run.notebook_path}")
     where = _output_description(client, run)

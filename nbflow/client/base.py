@@ -119,12 +119,17 @@ class Client(ABC):
 
     @abstractmethod
     def retry_flow_run(
-        self, flow_run_id: UUID, *, parameters: dict[str, Any] | None = None
+        self,
+        flow_run_id: UUID,
+        *,
+        parameters: dict[str, Any] | None = None,
+        from_failed: bool = False,
     ) -> FlowRun:
         """Create a new Scheduled run retrying a finished batch run (``retry_of`` set).
 
         Same flow, deployment, runner, job variables and notebook; the same parameters,
-        each overridden by ``parameters``.
+        each overridden by ``parameters``.  ``from_failed``: a repair that restores the
+        task cells the old run completed (:mod:`nbflow.orchestration.repair`).
         """
 
     @abstractmethod

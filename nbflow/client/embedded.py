@@ -127,10 +127,16 @@ class EmbeddedClient(Client):
         return self.lifecycle.cancel_flow_run(flow_run_id, message=message)
 
     def retry_flow_run(
-        self, flow_run_id: UUID, *, parameters: dict[str, Any] | None = None
+        self,
+        flow_run_id: UUID,
+        *,
+        parameters: dict[str, Any] | None = None,
+        from_failed: bool = False,
     ) -> FlowRun:
         """Create a new Scheduled run retrying a finished batch run (``retry_of`` set)."""
-        return self.lifecycle.retry_flow_run(flow_run_id, parameters=parameters)
+        return self.lifecycle.retry_flow_run(
+            flow_run_id, parameters=parameters, from_failed=from_failed
+        )
 
     def claim_flow_runs(
         self, runners: Sequence[str], *, claimer: str, limit: int | None = None

@@ -372,14 +372,18 @@ class HTTPClient(Client):
         return OrchestrationResult.model_validate(data)
 
     def retry_flow_run(
-        self, flow_run_id: UUID, *, parameters: dict[str, Any] | None = None
+        self,
+        flow_run_id: UUID,
+        *,
+        parameters: dict[str, Any] | None = None,
+        from_failed: bool = False,
     ) -> FlowRun:
         """Create a new Scheduled run retrying a finished batch run (``retry_of`` set)."""
         try:
             data = self._request(
                 "POST",
                 f"flow_runs/{flow_run_id}/retry",
-                json={"parameters": parameters or {}},
+                json={"parameters": parameters or {}, "from_failed": from_failed},
                 kind="flow run",
                 key=flow_run_id,
                 retry="connect",  # each retry creates a new run

@@ -260,13 +260,14 @@ class Dispatcher:
         return infrastructure_id
 
     def _job_variables(self, claimed: ClaimedRun, runner: Runner) -> dict[str, Any]:
-        """Return the claim's job variables, with the server root for ad-hoc notebook paths."""
+        """Return the claim's job variables, with the server root for notebook paths (an
+        ad-hoc run's, or a deployment's: its file-mode runs read the file at run time)."""
         variables = dict(claimed.job_variables)
         run = claimed.flow_run
-        ad_hoc = run.deployment_id is None and bool(run.notebook_path)
+        has_path = bool(run.notebook_path)
         fields = runner.job_variables_model.model_fields
         if (
-            ad_hoc
+            has_path
             and self.root_dir
             and "working_dir" in fields
             and not variables.get("working_dir")

@@ -116,9 +116,21 @@ def load_run_notebook(client: Client, run: FlowRun) -> tuple[dict[str, Any], str
     path: str | None = run.notebook_path
     if run.deployment_id is not None:
         deployment = client.read_deployment(run.deployment_id)
+        if deployment.run_mode == "file" and deployment.notebook_path:
+            # The file as it is now, relative to the run's working directory (the server root).
+            try:
+                nb = nbs.read_notebook(deployment.notebook_path)
+            except nbs.NotebookFormatError as exc:
+                raise NbflowError(
+                    f"deployment {deployment.name!r} runs the file {deployment.notebook_path}, "
+                    f"which this run cannot read ({exc}); give the runner the server root as "
+                    "working_dir or set the deployment's run_mode to snapshot"
+                ) from exc
+            return _with_kernel(nb, deployment.kernel_name), deployment.notebook_path
         if deployment.notebook is not None:
             source = deployment.notebook_path or f"deployment {deployment.name}"
-            return nbs.load_notebook(deployment.notebook, source=source), deployment.notebook_path
+            nb = nbs.load_notebook(deployment.notebook, source=source)
+            return _with_kernel(nb, deployment.kernel_name), deployment.notebook_path
         path = path or deployment.notebook_path
     if not path:
         raise NbflowError(
@@ -126,6 +138,19 @@ def load_run_notebook(client: Client, run: FlowRun) -> tuple[dict[str, Any], str
             "notebook_path; create it with `nbflow run NOTEBOOK` or from a deployment"
         )
     return nbs.read_notebook(path), path
+
+
+def _with_kernel(nb: dict[str, Any], kernel_name: str | None) -> dict[str, Any]:
+    """Return ``nb`` set to run on the deployment's kernelspec (None: the notebook's own)."""
+    if not kernel_name:
+        return nb
+    metadata = dict(nb.get("metadata") or {})
+    spec = dict(metadata.get("kernelspec") or {})
+    if spec.get("name") != kernel_name:
+        spec.update(name=kernel_name, display_name=kernel_name)
+        spec.pop("language", None)
+    metadata["kernelspec"] = spec
+    return {**nb, "metadata": metadata}
 
 
 def _schema_for(client: Client, run: FlowRun, nb: dict[str, Any]) -> dict[str, Any]:

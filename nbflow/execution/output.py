@@ -91,11 +91,17 @@ def completed_message(client: Client, run_id: UUID, reporter: Reporter) -> str:
         tasks = client.read_task_runs(TaskRunFilter(flow_run_ids=[run_id], limit=100_000))
     except Exception:
         tasks = []
-    cached = sum(1 for t in tasks if t.state is not None and t.state.name == "Cached")
-    cells = max(0, reporter.cells_done - cached)  # a restored task cell did not execute
+    cached = [t for t in tasks if t.state is not None and t.state.name == "Cached"]
+    sources = [(t.state.data or {}).get("repaired_from") for t in cached if t.state]
+    repaired = [s for s in sources if s]
+    cells = max(0, reporter.cells_done - len(cached))  # a restored task cell did not execute
     text = f"{cells} cell{'' if cells == 1 else 's'} executed"
-    if cached:
-        text += f", {cached} task cell{'' if cached == 1 else 's'} restored from the cache"
+    if repaired:
+        n = len(repaired)
+        text += f", {n} task cell{'' if n == 1 else 's'} restored from flow run {repaired[0]}"
+    if len(cached) > len(repaired):
+        hits = len(cached) - len(repaired)
+        text += f", {hits} task cell{'' if hits == 1 else 's'} restored from the cache"
     return text
 
 

@@ -2,20 +2,28 @@
 
 The cell is compiled once (top-level ``await`` allowed, the last expression displayed as
 IPython would); with caching on, its outputs are pickled for the cache and a cache hit
-puts them back.  A failure's traceback starts at the cell's first line.
+puts them back.  In a batch run the outputs are pickled too and the displayed outputs
+recorded, for a repair of the run (:mod:`nbflow.notebook.repair`).  A failure's traceback
+starts at the cell's first line.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import sys
 import types
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 
 from nbflow.notebook.cell_logs import MAX_RECORD_CHARS, CellOutputLog
 from nbflow.notebook.cells import CellAnalysis
+from nbflow.notebook.repair import OutputRecorder
+
+#: Completes a batch run's record of the cell: (value, size in bytes) -> the value to persist.
+Persist = Callable[[dict[str, Any], int], dict[str, Any]]
 
 __all__ = ["CellRunner"]
 
@@ -23,8 +31,17 @@ __all__ = ["CellRunner"]
 class CellRunner:
     """The task function of a ``%%task`` cell: execute its code in the user namespace."""
 
-    def __init__(self, shell: Any, cell: str, analysis: CellAnalysis, for_cache: bool) -> None:
+    def __init__(
+        self,
+        shell: Any,
+        cell: str,
+        analysis: CellAnalysis,
+        for_cache: bool,
+        persist: Persist | None = None,
+    ) -> None:
         self.shell, self.analysis, self.for_cache = shell, analysis, for_cache
+        #: A batch run's: the outputs are pickled, the displayed ones recorded, then this.
+        self.persist = persist
         self.__name__ = "cell"
         source = shell.transform_cell(cell)
         self.filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
@@ -52,44 +69,66 @@ class CellRunner:
     def __call__(self) -> dict[str, Any]:
         ns = self.shell.user_ns
         display: Any = None
-        with CellOutputLog() as output_log:
+        recorder = OutputRecorder(self.shell) if self.persist is not None else None
+        with CellOutputLog() as output_log, recorder or contextlib.nullcontext():
             self._eval(self.body)
             if self.last is not None:
                 value = self._eval(self.last)
                 if value is not None:
                     self.shell.displayhook(value)
-                    if self.for_cache:
+                    if self.for_cache or recorder is not None:
                         display = self.shell.display_formatter.format(value)
+                    if recorder is not None and display and display[0]:
+                        recorder.result(*display)
                     output_log.result(self._plain_text(value))
         outputs = {n: ns[n] for n in self.analysis.outputs if n in ns}
-        if self.for_cache:
-            outputs = self._pickled(outputs)
-        return {"outputs": outputs, "deleted": list(self.analysis.deleted), "display": display}
+        result: dict[str, Any] = {"deleted": list(self.analysis.deleted), "display": display}
+        if self.for_cache or recorder is not None:
+            pickled, unpicklable = self._pickled(outputs)
+            result["outputs"] = pickled
+            if recorder is not None and self.persist is not None:
+                result["cell_outputs"] = recorder.outputs
+                result["unpicklable"] = unpicklable
+                size = sum(len(b) for b in pickled.values()) + recorder.size
+                result = self.persist(result, size)
+        else:
+            result["outputs"] = outputs
+        return result
 
-    def _pickled(self, outputs: dict[str, Any]) -> dict[str, Any]:
-        """Pickle each output for the cache; leave out (and say so) what cannot be pickled."""
+    def _pickled(self, outputs: dict[str, Any]) -> tuple[dict[str, bytes], str | None]:
+        """Pickle each output; leave out what cannot be pickled and return why.
+
+        With ``--cache`` the cell's stderr says so (a cache hit will not restore it).
+        """
         pickled: dict[str, bytes] = {}
+        why: str | None = None
         for name, value in outputs.items():
-            if isinstance(value, types.ModuleType):
-                pickled[name] = cloudpickle.dumps(value)
-                continue
             try:
                 pickled[name] = cloudpickle.dumps(value)
             except Exception as exc:
-                print(
-                    f"nbflow: output {name!r} ({type(value).__name__}) cannot be cached "
-                    f"({type(exc).__name__}); a cache hit will not restore it",
-                    file=sys.stderr,
+                why = why or (
+                    f"output {name!r} ({type(value).__name__}) cannot be pickled "
+                    f"({type(exc).__name__}: {exc})"
                 )
-        return pickled
+                if self.for_cache:
+                    print(
+                        f"nbflow: output {name!r} ({type(value).__name__}) cannot be cached "
+                        f"({type(exc).__name__}); a cache hit will not restore it",
+                        file=sys.stderr,
+                    )
+        return pickled, why
 
-    def restore(self, value: Any) -> None:
-        """Put a cached cell's outputs back into the namespace and re-show its result."""
+    def restore_namespace(self, value: Any) -> None:
+        """Put a persisted cell's output variables back and drop the names it deleted."""
         ns = self.shell.user_ns
         for name, data in value.get("outputs", {}).items():
             ns[name] = cloudpickle.loads(data)
         for name in value.get("deleted", ()):
             ns.pop(name, None)
+
+    def restore(self, value: Any) -> None:
+        """Put a cached cell's outputs back into the namespace and re-show its result."""
+        self.restore_namespace(value)
         if value.get("display"):
             from IPython import display as ipython_display
 

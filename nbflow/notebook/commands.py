@@ -1,4 +1,4 @@
-"""The ``%nbflow`` line magic: ``status``, ``runs``, ``show``, ``cancel``, ``finish``, ``run``, ``deploy``.
+"""The ``%nbflow`` line magic: ``status``, ``runs``, ``show``, ``load``, ``cancel``, ``finish``, ``run``, ``deploy``.
 
 ``run`` and ``deploy`` talk to the server; they live in :mod:`nbflow.notebook.server_commands`.
 """
@@ -22,6 +22,9 @@ __all__ = ["dispatch"]
 USAGE = """%nbflow status           the current interactive flow run and its tasks
 %nbflow runs [N]         the N most recent flow runs (default 20)
 %nbflow show RUN_ID      one flow run with its task runs
+%nbflow load RUN_ID [TASK ...]
+                         load the persisted outputs of a run's task cells (all, or
+                         the named ones) into this kernel's namespace
 %nbflow cancel [RUN_ID]  cancel a flow run (default: the current one)
 %nbflow finish           end the current interactive run now
 %nbflow deploy [--name N] [--cron EXPR [--timezone TZ] | --interval S] [--runner R] [-p k=v]
@@ -94,6 +97,16 @@ def _show(session: NotebookSession, args: list[str]) -> None:
         print(f"  {task.name:<24} {state:<40} runs={task.run_count} {task.total_run_time:.3f}s")
 
 
+def _load(session: NotebookSession, args: list[str]) -> None:
+    from nbflow.notebook.load import load_run_outputs
+
+    if not args:
+        raise UsageError("%nbflow load RUN_ID [TASK ...]")
+    client = _client(session)
+    run = client.read_flow_run(_run_id(session, args[0]))
+    print(load_run_outputs(client, run, session.shell.user_ns, args[1:]).text())
+
+
 def _cancel(session: NotebookSession, args: list[str]) -> None:
     current = session.run.flow_run_id
     run_id = _run_id(session, args[0]) if args else current
@@ -145,6 +158,7 @@ _COMMANDS = {
     "status": _status,
     "runs": _runs,
     "show": _show,
+    "load": _load,
     "cancel": _cancel,
     "finish": _finish,
     "run": _run,

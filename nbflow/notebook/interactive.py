@@ -28,7 +28,9 @@ from pydantic_core import to_jsonable_python
 
 from nbflow.engine import FlowRunEngine
 from nbflow.notebook.arguments import FlowOptions
+from nbflow.notebook.repair import BatchCells
 from nbflow.notebook.resume import DoneTask, ResumePoint, notebook_task_keys
+from nbflow.orchestration.repair import RepairPlan
 from nbflow.schemas import Artifact, FlowRunCreate, TaskRun
 from nbflow.settings import get_settings
 from nbflow.states import Cached, Cancelled, Completed, Failed, Pending, State, StateType, now
@@ -59,6 +61,8 @@ class InteractiveRun:
         self.parameters_schema: dict[str, Any] = {}
         self.engine: FlowRunEngine | None = None
         self.batch = False
+        #: Of a batch run: persisting its task cells, restoring them when it is a repair.
+        self.batch_cells: BatchCells | None = None
         self.task_states: dict[str, State] = {}  # task key -> its latest state in this run
         self.task_run_ids: dict[str, UUID] = {}  # task key -> its latest task run in this run
         self._task_running = False
@@ -136,6 +140,10 @@ class InteractiveRun:
             self.engine = engine
             self.parameters = dict(run.parameters) or self.parameters
             self.batch = True
+            plan = None
+            if run.retry_of is not None:  # a repair's plan is in its first state
+                plan = RepairPlan.from_states(client.read_flow_run_states(run.id))
+            self.batch_cells = BatchCells(plan, settings.batch_results_max_bytes)
         elif resume is not None:
             engine = self._start_resumed(resume)
             self.engine = engine
@@ -191,7 +199,6 @@ class InteractiveRun:
 
     def _restore(self, engine: FlowRunEngine, task: DoneTask, resume: ResumePoint | None) -> None:
         """Record ``task`` as Cached in ``engine``'s run: it completed earlier in this kernel."""
-        stamp = now()
         state = Cached(
             message=(
                 f"completed in flow run {task.source_flow_run_id} (task run "
@@ -204,6 +211,11 @@ class InteractiveRun:
                 "resumed_from": str(resume.failed_run_id) if resume else None,
             },
         )
+        self.record_cached(engine, task, state)
+
+    def record_cached(self, engine: FlowRunEngine, task: DoneTask, state: State) -> TaskRun:
+        """Record ``task`` in ``engine``'s run as ended ``state`` (Cached) without running it."""
+        stamp = now()
         run = TaskRun(
             flow_run_id=engine.flow_run.id,
             name=task.name,
@@ -219,6 +231,7 @@ class InteractiveRun:
         self.task_states[task.key] = state
         self.task_run_ids[task.key] = run.id
         self._done[task.key] = task
+        return run
 
     def _record_kernel(self, engine: FlowRunEngine, kernel_id: str) -> None:
         """Record ``kernel:<id>`` as the run's infrastructure: the server that started this

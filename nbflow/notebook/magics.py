@@ -20,19 +20,23 @@ parts of its state, each with one owner:
   the next ``%%task`` cell resumes it (see ``interactive.py``).  Without a ``%%flow`` cell an
   implicit run named after the notebook starts.  When ``NBFLOW__FLOW_RUN_ID`` is set (a
   batch run under ``nbflow execute``) the cells report to that run instead, and the flow
-  run's own states stay with the executing process.
+  run's own states stay with the executing process.  There each completed cell persists
+  its outputs, and a repair run restores the cells it may instead of running them
+  (:mod:`nbflow.notebook.repair`).
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from nbflow.engine import TaskOptions
+from nbflow.engine import FlowRunEngine, TaskOptions
+from nbflow.engine.logging import get_run_logger, run_logger_for
 from nbflow.exceptions import NbflowError, ValidationError
 from nbflow.notebook import commands as magics_commands
 from nbflow.notebook import server_commands as magics_server
@@ -48,7 +52,9 @@ from nbflow.notebook.cells import analyze_cell
 from nbflow.notebook.display import RunDisplay
 from nbflow.notebook.interactive import InteractiveRun
 from nbflow.notebook.kernel import KernelNotebook
-from nbflow.states import StateType
+from nbflow.notebook.repair import BatchCells, Restorable, cell_key, replay_outputs
+from nbflow.notebook.resume import DoneTask
+from nbflow.states import Cached, StateType
 
 __all__ = ["NbflowMagics", "NotebookSession", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -103,6 +109,22 @@ class NotebookSession:
             if spec.cache
             else None
         )
+        runner = CellRunner(self.shell, cell, analysis, for_cache=cache_key is not None)
+        batch = self.run.batch_cells if self.run.batch else None
+        if batch is not None:
+            restore_key, why_no_key = cell_key(analysis, self.shell.user_ns, inputs)
+            found, why_not = batch.restorable(key, restore_key, why_no_key)
+            if found is not None:
+                why_not = self._restore_cell(engine, runner, found, key, name, inputs, upstream)
+                if why_not is None:
+                    return None
+            if why_not is not None:
+                flow_log = run_logger_for(engine.sink, engine.flow_run.id)
+                flow_log.info("task %r runs again: %s", name, why_not)
+            if batch.persists:
+                runner.persist = functools.partial(
+                    self._persist, batch, name, restore_key, why_no_key, cache_key is not None
+                )
         options = TaskOptions(
             name=name,
             retries=spec.retries,
@@ -110,8 +132,8 @@ class NotebookSession:
             timeout_seconds=spec.timeout_seconds,
             cache_expiration=spec.cache_expiration,
             tags=spec.tags,
+            persist_result=True if runner.persist is not None else None,
         )
-        runner = CellRunner(self.shell, cell, analysis, for_cache=cache_key is not None)
         try:
             _task_run, state, value = self.run.run_task(
                 engine,
@@ -139,6 +161,71 @@ class NotebookSession:
             runner.prepare_traceback(value)
             raise value
         raise NbflowError(f"task {name!r} ended {state}")
+
+    @staticmethod
+    def _persist(
+        batch: BatchCells,
+        name: str,
+        key: str | None,
+        why_no_key: str | None,
+        cached: bool,
+        value: dict[str, Any],
+        size: int,
+    ) -> dict[str, Any]:
+        """Complete a batch cell's persisted record; log why a repair cannot restore it."""
+        value, why = batch.finish_value(value, key, why_no_key, size, keep=cached)
+        if why is not None:
+            get_run_logger().warning(
+                "task %r: a repair of this run executes this cell again: %s", name, why
+            )
+        return value
+
+    def _restore_cell(
+        self,
+        engine: FlowRunEngine,
+        runner: CellRunner,
+        found: Restorable,
+        key: str,
+        name: str,
+        inputs: list[str],
+        upstream: set[str],
+    ) -> str | None:
+        """Restore a task cell of a repaired run instead of running it; None when done."""
+        try:
+            runner.restore_namespace(found.value)
+        except Exception as exc:  # e.g. a class its outputs need is gone
+            return (
+                f"not restored from flow run {found.from_flow_run_id}: its outputs cannot be "
+                f"unpickled here ({type(exc).__name__}: {exc})"
+            )
+        replay_outputs(found.value.get("cell_outputs") or [])
+        task = found.task
+        state = Cached(
+            message=(
+                f"restored from flow run {found.from_flow_run_id} (task run "
+                f"{task.task_run_id}): its code and inputs are unchanged"
+            ),
+            data={
+                "source_flow_run_id": str(found.from_flow_run_id),
+                "source_task_run_id": str(task.task_run_id),
+                "repaired_from": str(found.from_flow_run_id),
+                "result_key": task.result_key,
+            },
+        )
+        done = DoneTask(
+            key=key,
+            name=name,
+            inputs=tuple(inputs),
+            outputs=tuple(runner.analysis.outputs),
+            upstream=tuple(sorted(upstream)),
+            source_flow_run_id=found.from_flow_run_id,
+            source_task_run_id=task.task_run_id,
+        )
+        self.run.record_cached(engine, done, state)
+        stale = self.graph.record(key, inputs, runner.analysis, state)
+        self.display.mark_stale(stale)
+        self.display.refresh()
+        return None
 
 
 @magics_class

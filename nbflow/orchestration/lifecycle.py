@@ -18,7 +18,8 @@ over the API.  The store is its persistence; nothing else writes runs.
   executor, kernel) to stop; a finished one is refused.  Decided under the run's lock.
 - **retry** (:meth:`FlowRunLifecycle.retry_flow_run`): a finished run never reopens; a
   retry is a new run with ``retry_of`` set and the same flow, deployment, runner, job
-  variables and notebook (parameters the same unless overridden).
+  variables and notebook (parameters the same unless overridden); ``from_failed`` makes
+  it a repair that restores the task cells the old run completed (:mod:`.repair`).
 - **close out**: entering a terminal state ends the run's open task runs in the same
   transaction (:mod:`nbflow.orchestration.store.flow_runs`).
 """
@@ -32,6 +33,7 @@ from uuid import UUID
 
 from nbflow.exceptions import TransitionRejected, ValidationError
 from nbflow.orchestration.job_variables import run_job_variables
+from nbflow.orchestration.repair import repair_state, task_runs_of
 from nbflow.orchestration.store import Store
 from nbflow.parameters import validate_parameters
 from nbflow.schemas import (
@@ -242,12 +244,16 @@ class FlowRunLifecycle:
         flow_run_id: UUID,
         *,
         parameters: Mapping[str, Any] | None = None,
+        from_failed: bool = False,
         field: str = "parameters",
     ) -> FlowRun:
         """Create a new Scheduled run that retries a finished batch run (``retry_of`` set).
 
         Same name, flow, deployment, runner, job variables, notebook and tags; the same
         parameters, each overridden by ``parameters``.  The old run stays as it ended.
+        ``from_failed`` makes it a repair: the new run's first state carries the plan
+        (:func:`nbflow.orchestration.repair.repair_plan`) with which its kernel restores
+        the task cells that completed in the old run instead of running them again.
         """
         old = self.store.read_flow_run(flow_run_id)
         if old.state is None or not old.state.is_terminal:
@@ -271,7 +277,16 @@ class FlowRunLifecycle:
                 deployment_id=old.deployment_id,
                 name=old.name,
                 parameters={**old.parameters, **(parameters or {})},
-                state=Scheduled(message="a retry (retry_of names the run it retries)"),
+                state=(
+                    repair_state(
+                        old,
+                        self.store.read_task_runs(task_runs_of(old)),
+                        # The same prefix as the parameters' field (``body.`` through the API).
+                        field=field.rpartition("parameters")[0] + "from_failed",
+                    )
+                    if from_failed
+                    else Scheduled(message="a retry (retry_of names the run it retries)")
+                ),
                 tags=[t for t in old.tags if t != AUTO_SCHEDULED_TAG],
                 runner=old.runner,
                 job_variables=dict(old.job_variables),

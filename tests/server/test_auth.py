@@ -59,6 +59,7 @@ class Target:
             "deployment_id": str(self.run.deployment_id),
             "task_run_id": str(self.task_run_id),
             "key": "tag:walk",
+            "version": "1",
         }
 
 
@@ -97,6 +98,11 @@ CASES: list[Case] = [
     Case("patch", "/deployments/{deployment_id}", False, body=lambda t: {"description": "w"}),
     Case("delete", "/deployments/{deployment_id}", False, target="spare"),
     Case("post", "/deployments/{deployment_id}/runs", False, body=lambda t: {}),
+    Case("post", "/deployments/{deployment_id}/changes", False, body=lambda t: {"paused": True}),
+    Case("get", "/deployments/{deployment_id}/versions", False),
+    Case("get", "/deployments/{deployment_id}/versions/{version}", False),
+    Case("get", "/deployments/{deployment_id}/versions/{version}/diff", False),
+    Case("get", "/run_environments", False),
     Case("get", "/flow_runs", False),
     Case("post", "/flow_runs", False, body=lambda t: {"flow_id": str(t.run.flow_id)}),
     Case(

@@ -25,6 +25,17 @@ ROUTES: list[Route] = [
     Route("/deployments", deployments.DeploymentsHandler),
     Route(f"/deployments/(?P<deployment_id>{ID})", deployments.DeploymentHandler),
     Route(f"/deployments/(?P<deployment_id>{ID})/runs", deployments.DeploymentRunsHandler),
+    Route(f"/deployments/(?P<deployment_id>{ID})/changes", deployments.DeploymentChangesHandler),
+    Route(f"/deployments/(?P<deployment_id>{ID})/versions", deployments.DeploymentVersionsHandler),
+    Route(
+        f"/deployments/(?P<deployment_id>{ID})/versions/(?P<version>{ID})",
+        deployments.DeploymentVersionHandler,
+    ),
+    Route(
+        f"/deployments/(?P<deployment_id>{ID})/versions/(?P<version>{ID})/diff",
+        deployments.DeploymentVersionDiffHandler,
+    ),
+    Route("/run_environments", deployments.RunEnvironmentsHandler),
     Route("/flow_runs", flow_runs.FlowRunsHandler),
     Route("/flow_runs/claim", claims.FlowRunClaimHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})", flow_runs.FlowRunHandler),

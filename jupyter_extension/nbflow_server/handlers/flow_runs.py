@@ -176,7 +176,9 @@ class FlowRunRetryHandler(NbflowHandler):
     @endpoint(
         "execute",
         "Retry a finished batch run: a new Scheduled run with retry_of set, the same "
-        "configuration and the same parameters unless given; 409 for an unfinished run",
+        "configuration and the same parameters unless given; 409 for an unfinished run. "
+        "from_failed: a repair that restores the task cells the run completed and executes "
+        "from its failed cell (400 for a Completed run)",
         body=RetryRequest,
         response=FlowRun,
         status=201,
@@ -188,6 +190,7 @@ class FlowRunRetryHandler(NbflowHandler):
             self.nbflow.lifecycle.retry_flow_run,
             rid,
             parameters=request.parameters,
+            from_failed=request.from_failed,
             field="body.parameters",
         )
         self.publish(flow_run_event(run))

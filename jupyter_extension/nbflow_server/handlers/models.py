@@ -11,11 +11,14 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from nbflow.orchestration.deployment_diff import CellDiff
 from nbflow.schemas import (
     Artifact,
     Deployment,
+    DeploymentVersion,
+    FieldChange,
     Flow,
     FlowRun,
     Log,
@@ -28,8 +31,14 @@ __all__ = [
     "RunToken",
     "ArtifactList",
     "CancelRequest",
+    "DeploymentChanges",
     "DeploymentList",
     "DeploymentUpdate",
+    "DeploymentVersionDiff",
+    "DeploymentVersionList",
+    "DeploymentVersionQuery",
+    "KernelSpecInfo",
+    "RunEnvironments",
     "ErrorBody",
     "FlowList",
     "FlowRunGraph",
@@ -163,7 +172,12 @@ class ArtifactList(_Body):
 
 
 class DeploymentUpdate(_Body):
-    """Fields of a deployment to change (``{"paused": true}`` pauses it)."""
+    """Fields of a deployment to change (``{"paused": true}`` pauses it).
+
+    Every change is a new version.  Send ``expected_version`` (or ``If-Match``) with the
+    version the edit was made from: a deployment changed since answers 409 instead of
+    being overwritten.
+    """
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     runner: str | None = None
@@ -174,6 +188,68 @@ class DeploymentUpdate(_Body):
     concurrency_limit: int | None = Field(default=None, ge=1)
     description: str | None = None
     tags: list[str] | None = None
+    #: ``snapshot`` (run the stored notebook) or ``file`` (the file at run time).
+    run_mode: Literal["snapshot", "file"] | None = None
+    #: The kernelspec of subprocess runs; null: the notebook's own.
+    kernel_name: str | None = Field(default=None, min_length=1, max_length=200)
+    #: A new path under the server root; the server snapshots the file there.
+    notebook_path: str | None = None
+    #: A new snapshot (nbformat JSON), uploaded.
+    notebook: dict[str, Any] | None = None
+    #: Take a new snapshot of the file at notebook_path (the current or the new one).
+    resnapshot: bool = False
+    #: The version the edit was made from (the deployment's ``version`` when it was read).
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+class DeploymentChanges(_Body):
+    """What an update would change (a dry run): the current version and each field."""
+
+    deployment_id: uuid.UUID
+    version: int
+    changes: list[FieldChange]
+
+
+class DeploymentVersionList(_Body):
+    """A deployment's versions, newest first."""
+
+    items: list[DeploymentVersion]
+
+
+class DeploymentVersionQuery(_Body):
+    """Which version to compare with (default: the one before)."""
+
+    against: int | None = Field(default=None, ge=1)
+
+
+class DeploymentVersionDiff(_Body):
+    """What differs from version ``against`` to ``version``: fields and code cells."""
+
+    deployment_id: uuid.UUID
+    version: int
+    against: int
+    changes: list[FieldChange]
+    #: One unified diff per code cell that changed, was added or removed.
+    cells: list[CellDiff]
+
+
+class KernelSpecInfo(_Body):
+    """A kernelspec the server can start (for a deployment's ``kernel_name``)."""
+
+    name: str
+    display_name: str
+    language: str | None = None
+
+
+class RunEnvironments(_Body):
+    """What a deployment can run with: kernelspecs, runners and their default images."""
+
+    kernelspecs: list[KernelSpecInfo]
+    default_kernel_name: str | None = None
+    runners: list[str]
+    default_runner: str
+    #: Runner name → the image its runs use unless ``job_variables.image`` says otherwise.
+    images: dict[str, str]
 
 
 class RunDeploymentRequest(_Body):
@@ -200,6 +276,8 @@ class RetryRequest(_Body):
 
     #: Parameters to change; the others stay those of the retried run.
     parameters: dict[str, Any] = Field(default_factory=dict)
+    #: A repair: restore the task cells the run completed, execute from its failed cell.
+    from_failed: StrictBool = False
 
 
 class FlowRunUpdate(_Body):

@@ -193,9 +193,8 @@ class Store:
     def create_deployment(self, deployment: DeploymentCreate) -> Deployment:
         """Create the deployment, or update the one with the same flow and name."""
         new = Deployment.model_validate(deployment.model_dump())
-        upsert = self._insert(deployments)
         try:
-            return self._write(lambda conn: deployments_tx.upsert(conn, upsert, new))
+            return self._write(lambda conn: deployments_tx.upsert(conn, new))
         except IntegrityError as exc:
             raise ObjectAlreadyExists(f"cannot store deployment {new.name!r}: {exc.orig}") from exc
 

@@ -24,6 +24,7 @@ __all__ = [
     "artifacts",
     "automations",
     "concurrency_limits",
+    "deployment_versions",
     "deployments",
     "flow_run_states",
     "flow_runs",
@@ -138,9 +139,37 @@ deployments = sa.Table(
     sa.Column("notebook", sa.JSON()),
     sa.Column("description", sa.Text()),
     sa.Column("tags", sa.JSON(), nullable=False),
+    #: ``snapshot`` (run the stored notebook) or ``file`` (the file at run time).
+    sa.Column("run_mode", sa.String(20), nullable=False, server_default="snapshot"),
+    sa.Column("kernel_name", sa.String(200)),
+    #: The number of its latest row in ``deployment_versions`` (the optimistic lock).
+    sa.Column("version", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("created", UTCDateTime(), nullable=False),
     sa.Column("updated", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("flow_id", "name"),
+)
+
+#: Every version of a deployment's definition: who, when, what changed, the definition
+#: as JSON and its notebook snapshot's hash (the snapshot itself is stored once per hash).
+deployment_versions = sa.Table(
+    "deployment_versions",
+    metadata,
+    _id_pk(),
+    sa.Column(
+        "deployment_id",
+        sa.Uuid(),
+        sa.ForeignKey("deployments.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("created", UTCDateTime(), nullable=False),
+    sa.Column("author", sa.String(200), nullable=False),
+    sa.Column("summary", sa.Text(), nullable=False),
+    sa.Column("definition", sa.JSON(), nullable=False),
+    sa.Column("notebook_sha256", sa.String(64)),
+    #: The snapshot, on the first version with this hash only (None on the others).
+    sa.Column("notebook", sa.JSON()),
+    sa.UniqueConstraint("deployment_id", "version"),
 )
 
 schedules = sa.Table(
