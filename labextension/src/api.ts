@@ -80,8 +80,52 @@ export interface Deployment {
   notebook_path?: string | null;
   description?: string | null;
   tags: string[];
+  /** The latest version (every create and update is one). */
+  version?: number;
+  /** Run the stored snapshot (default) or the file as it is at run time. */
+  run_mode?: 'snapshot' | 'file';
+  /** The kernelspec of subprocess runs (null: the notebook's own). */
+  kernel_name?: string | null;
   created: string;
   updated: string;
+}
+
+/** An edit of a deployment: the fields to change and the version it was made from. */
+export type DeploymentEdit = Partial<
+  Pick<
+    Deployment,
+    'name' | 'runner' | 'job_variables' | 'parameters' | 'schedules' | 'paused' | 'tags' | 'description' | 'run_mode' | 'kernel_name'
+  >
+> & { expected_version?: number; resnapshot?: boolean };
+
+export interface FieldChange {
+  field: string;
+  old: unknown;
+  new: unknown;
+}
+
+export interface DeploymentVersion {
+  deployment_id: string;
+  version: number;
+  created: string;
+  author: string;
+  summary: string;
+  notebook_sha256?: string | null;
+}
+
+export interface VersionDiff {
+  version: number;
+  against: number;
+  changes: FieldChange[];
+  cells: { status: 'changed' | 'added' | 'removed'; old_index?: number | null; new_index?: number | null; diff: string }[];
+}
+
+export interface RunEnvironments {
+  kernelspecs: { name: string; display_name: string; language: string }[];
+  default_kernel_name?: string | null;
+  runners: string[];
+  default_runner: string;
+  images: Record<string, string>;
 }
 
 export interface DeploymentCreate {
@@ -95,6 +139,8 @@ export interface DeploymentCreate {
   notebook_path?: string;
   description?: string;
   tags?: string[];
+  run_mode?: 'snapshot' | 'file';
+  kernel_name?: string | null;
 }
 
 export interface FlowRun {
@@ -487,7 +533,7 @@ export class NbflowApi {
   }
 
   /** A new run of a finished batch run (`retry_of` set), same parameters unless given. */
-  retryRun(id: string, body: { parameters?: Record<string, unknown> } = {}): Promise<FlowRun> {
+  retryRun(id: string, body: { parameters?: Record<string, unknown>; from_failed?: boolean } = {}): Promise<FlowRun> {
     return this.request('POST', `/flow_runs/${id}/retry`, body);
   }
 
@@ -529,6 +575,28 @@ export class NbflowApi {
 
   deleteDeployment(id: string): Promise<void> {
     return this.request('DELETE', `/deployments/${id}`);
+  }
+
+  /** What an edit would change (a dry run: nothing is stored); 409 if the version is stale. */
+  deploymentChanges(id: string, edit: DeploymentEdit): Promise<{ version: number; changes: FieldChange[] }> {
+    return this.request('POST', `/deployments/${id}/changes`, edit);
+  }
+
+  /** Apply an edit made from `edit.expected_version` (409 when someone changed it since). */
+  editDeployment(id: string, edit: DeploymentEdit): Promise<Deployment> {
+    return this.request('PATCH', `/deployments/${id}`, edit);
+  }
+
+  async listDeploymentVersions(id: string): Promise<DeploymentVersion[]> {
+    return (await this.request<{ items: DeploymentVersion[] }>('GET', `/deployments/${id}/versions`)).items;
+  }
+
+  deploymentVersionDiff(id: string, version: number, against?: number): Promise<VersionDiff> {
+    return this.request('GET', `/deployments/${id}/versions/${version}/diff${query({ against })}`);
+  }
+
+  runEnvironments(): Promise<RunEnvironments> {
+    return this.request('GET', '/run_environments');
   }
 
   runDeployment(

@@ -136,6 +136,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         await contents.save(path, { type: 'notebook', format: 'json', content: notebook });
         docManager.openOrReveal(path);
       },
+      schedule: path => schedule(path),
       viewOutput: async (run: FlowRun) => {
         if (!rendermime) {
           return ctx.openOutput(run);

@@ -1,5 +1,5 @@
 import * as React from 'react';
-import { Deployment, Flow } from '../api';
+import { Deployment, DeploymentVersion, Flow, VersionDiff } from '../api';
 import { describeSchedule, formatTime, relativeTime } from '../format';
 import { PanelContext } from './context';
 import { ErrorLine } from './common';
@@ -53,6 +53,18 @@ export function DeploymentsView(props: { ctx: PanelContext; version: number }): 
     return () => clearInterval(t);
   }, [load, props.version]);
 
+  const [versionsOf, setVersionsOf] = React.useState<string | null>(null);
+  const [versions, setVersions] = React.useState<DeploymentVersion[]>([]);
+  const [diff, setDiff] = React.useState<VersionDiff | null>(null);
+  React.useEffect(() => {
+    setDiff(null);
+    if (versionsOf) {
+      ctx.api.listDeploymentVersions(versionsOf).then(setVersions, err => setError((err as Error).message));
+    }
+  }, [versionsOf, props.version]);
+  const showDiff = (id: string, v: number) =>
+    ctx.api.deploymentVersionDiff(id, v).then(setDiff, err => setError((err as Error).message));
+
   const act = async (fn: () => Promise<unknown>) => {
     try {
       await fn();
@@ -73,7 +85,13 @@ export function DeploymentsView(props: { ctx: PanelContext; version: number }): 
         <div key={d.id} className="nbflow-deployment" data-deployment={d.name}>
           <div className="nbflow-deployment-head">
             <strong>{d.name}</strong>
-            <span className="nbflow-dim"> · {flows.get(d.flow_id)?.name ?? ''} · {d.runner}</span>
+            <span className="nbflow-dim">
+              {' '}
+              · {flows.get(d.flow_id)?.name ?? ''} · {d.runner}
+              {d.version !== undefined && <> · v{d.version}</>}
+              {d.run_mode === 'file' && <> · runs the file</>}
+              {d.kernel_name && <> · kernel {d.kernel_name}</>}
+            </span>
             {d.paused && <span className="nbflow-tag nbflow-paused">paused</span>}
           </div>
           {d.notebook_path && <div className="nbflow-dim"><code>{d.notebook_path}</code></div>}
@@ -93,6 +111,17 @@ export function DeploymentsView(props: { ctx: PanelContext; version: number }): 
             <button className="jp-Button jp-mod-styled nbflow-run-now" onClick={() => void ctx.runNow(d.id).then(load)}>
               Run now
             </button>
+            {d.notebook_path && (
+              <button className="jp-Button jp-mod-styled nbflow-edit" onClick={() => void ctx.schedule(d.notebook_path!).then(load)}>
+                Edit
+              </button>
+            )}
+            <button
+              className="jp-Button jp-mod-styled nbflow-versions"
+              onClick={() => setVersionsOf(versionsOf === d.id ? null : d.id)}
+            >
+              {versionsOf === d.id ? 'Hide versions' : 'Versions'}
+            </button>
             <button
               className="jp-Button jp-mod-styled nbflow-pause"
               onClick={() => void act(() => ctx.api.updateDeployment(d.id, { paused: !d.paused }))}
@@ -110,6 +139,50 @@ export function DeploymentsView(props: { ctx: PanelContext; version: number }): 
               Delete
             </button>
           </div>
+          {versionsOf === d.id && (
+            <div className="nbflow-versions-list">
+              <ol reversed>
+                {versions.map(v => (
+                  <li key={v.version} data-version={v.version}>
+                    <strong>v{v.version}</strong> <span className="nbflow-dim">{formatTime(v.created)} · {v.author}</span>
+                    <div>{v.summary}</div>
+                    {v.version > 1 && (
+                      <a href="#" className="nbflow-link nbflow-version-diff" onClick={e => { e.preventDefault(); void showDiff(d.id, v.version); }}>
+                        what changed from v{v.version - 1}
+                      </a>
+                    )}
+                  </li>
+                ))}
+              </ol>
+              {diff && (
+                <div className="nbflow-version-diff-view">
+                  <div>
+                    <strong>
+                      v{diff.against} → v{diff.version}
+                    </strong>
+                  </div>
+                  {diff.changes.filter(c => c.field !== 'notebook').map(c => (
+                    <div key={c.field} className="nbflow-dim">
+                      {c.field}: <code>{JSON.stringify(c.old)}</code> → <code>{JSON.stringify(c.new)}</code>
+                    </div>
+                  ))}
+                  {diff.cells.map((c, i) => (
+                    <pre key={i} className="nbflow-diff">
+                      {c.diff.split('\n').map((line, j) => (
+                        <div
+                          key={j}
+                          className={line.startsWith('+') && !line.startsWith('+++') ? 'nbflow-diff-add' : line.startsWith('-') && !line.startsWith('---') ? 'nbflow-diff-del' : ''}
+                        >
+                          {line}
+                        </div>
+                      ))}
+                    </pre>
+                  ))}
+                  {!diff.cells.length && <div className="nbflow-dim">the notebook's code cells are the same</div>}
+                </div>
+              )}
+            </div>
+          )}
         </div>
       ))}
       {!items.length && !error && (

@@ -15,6 +15,9 @@ export function RetryForm(props: {
   const [errors, setErrors] = React.useState<Record<string, string>>({});
   const [error, setError] = React.useState<string | null>(null);
   const [busy, setBusy] = React.useState(false);
+  // A run that did not complete can be repaired: completed cells restored, not re-run.
+  const repairable = ['FAILED', 'CRASHED', 'CANCELLED'].includes(run.state?.type ?? '');
+  const [fromFailed, setFromFailed] = React.useState(repairable);
   React.useEffect(() => {
     api
       .listFlows()
@@ -38,7 +41,7 @@ export function RetryForm(props: {
     }
     setBusy(true);
     try {
-      props.onDone(await api.retryRun(run.id, { parameters: parsed.values }));
+      props.onDone(await api.retryRun(run.id, { parameters: parsed.values, from_failed: repairable && fromFailed }));
     } catch (err) {
       const e = err as ApiError;
       const mapped: Record<string, string> = {};
@@ -60,6 +63,16 @@ export function RetryForm(props: {
         Run <strong>{flow.name}</strong> again as a new run linked to <strong>{run.name}</strong>, with
         the same configuration. Change parameters below if needed.
       </div>
+      {repairable && (
+        <label className="nbflow-field">
+          <span>
+            <input type="checkbox" name="from_failed" checked={fromFailed} onChange={() => setFromFailed(!fromFailed)} />{' '}
+            <strong>Repair</strong>: start at the failed cell — the <code>%%task</code> cells that completed,
+            with unchanged code and inputs, are restored from this run instead of run again (plain cells
+            re-run)
+          </span>
+        </label>
+      )}
       <ParametersForm schema={flow.parameters_schema} texts={texts} errors={errors} onChange={setTexts} />
       {error && <div className="nbflow-error">{error}</div>}
       <div className="nbflow-form-buttons">
@@ -67,7 +80,7 @@ export function RetryForm(props: {
           Cancel
         </button>
         <button className="jp-Button jp-mod-styled jp-mod-accept nbflow-start-retry" disabled={busy} onClick={() => void submit()}>
-          Retry
+          {repairable && fromFailed ? 'Repair' : 'Retry'}
         </button>
       </div>
     </div>

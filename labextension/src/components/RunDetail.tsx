@@ -159,7 +159,7 @@ export function RunDetail(props: {
               disabled={busy !== null}
               onClick={() => void retry()}
             >
-              Retry
+              {['FAILED', 'CRASHED', 'CANCELLED'].includes(run.state?.type ?? '') ? 'Repair / retry' : 'Retry'}
             </button>
           </>
         )}

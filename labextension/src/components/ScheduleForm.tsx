@@ -1,5 +1,14 @@
 import * as React from 'react';
-import { ApiError, Deployment, NbflowApi, NotebookParameters, Schedule } from '../api';
+import {
+  ApiError,
+  Deployment,
+  DeploymentEdit,
+  FieldChange,
+  NbflowApi,
+  NotebookParameters,
+  RunEnvironments,
+  Schedule
+} from '../api';
 import { cronProblem, formatTime, relativeTime } from '../format';
 import { initialTexts, ParametersForm, ParameterTexts, parseTexts } from './ParametersForm';
 
@@ -22,6 +31,18 @@ export const RUNNER_FIELDS: Record<string, { key: string; label: string; placeho
 
 const UNITS: Record<string, number> = { seconds: 1, minutes: 60, hours: 3600, days: 86400 };
 
+/** A changed value in the confirmation: short JSON, schedules as people read them. */
+function showValue(v: unknown): string {
+  if (v === null || v === undefined) {
+    return '—';
+  }
+  if (Array.isArray(v) && v.every(x => x && typeof x === 'object' && ('cron' in x || 'interval_seconds' in x))) {
+    return v.length ? v.map(x => (x.cron ? `cron ${x.cron} (${x.timezone})` : `every ${x.interval_seconds} s (${x.timezone})`)).join('; ') : 'no schedule';
+  }
+  const text = typeof v === 'string' ? v : JSON.stringify(v);
+  return text.length > 120 ? `${text.slice(0, 119)}…` : text;
+}
+
 export function timezones(): string[] {
   const intl = Intl as unknown as { supportedValuesOf?: (k: string) => string[] };
   const zones = intl.supportedValuesOf ? intl.supportedValuesOf('timeZone') : [];
@@ -35,6 +56,16 @@ export function browserTimezone(): string {
 type Kind = 'cron' | 'interval' | 'none';
 
 const FIX_FIELDS = 'Fix the fields marked in red.';
+
+/** An interval in its largest whole unit: 1800 s → [30, 'minutes']. */
+export function splitInterval(seconds: number): [number, string] {
+  for (const unit of ['days', 'hours', 'minutes']) {
+    if (seconds % UNITS[unit] === 0) {
+      return [seconds / UNITS[unit], unit];
+    }
+  }
+  return [seconds, 'seconds'];
+}
 
 /** The schedule dialog's body: runner, job variables, schedule with preview, parameters. */
 export function ScheduleForm(props: {
@@ -61,6 +92,13 @@ export function ScheduleForm(props: {
   const [fieldErrors, setFieldErrors] = React.useState<Record<string, string>>({});
   const [formError, setFormError] = React.useState<string | null>(null);
   const [busy, setBusy] = React.useState(false);
+  // The deployment of this notebook, when there is one: the dialog edits it.
+  const [existing, setExisting] = React.useState<Deployment | null>(null);
+  const [runMode, setRunMode] = React.useState<'snapshot' | 'file'>('snapshot');
+  const [kernel, setKernel] = React.useState('');
+  const [envs, setEnvs] = React.useState<RunEnvironments | null>(null);
+  // An edit waiting for confirmation, with what it changes.
+  const [pending, setPending] = React.useState<{ edit: DeploymentEdit; changes: FieldChange[]; runNow: boolean } | null>(null);
   // The parameters' errors, one object per change of the errors (the form keys on it).
   const paramErrors = React.useMemo(
     () =>
@@ -72,9 +110,42 @@ export function ScheduleForm(props: {
     [fieldErrors]
   );
 
+  /** Fill the form from a deployed definition (what runs), not the notebook's defaults. */
+  const showDeployment = (d: Deployment, i: NotebookParameters) => {
+    setExisting(d);
+    setName(d.name);
+    setRunner(d.runner);
+    setRunMode(d.run_mode ?? 'snapshot');
+    setKernel(d.kernel_name ?? '');
+    const jv: Record<string, string> = {};
+    for (const [k, v] of Object.entries(d.job_variables ?? {})) {
+      jv[k] = typeof v === 'string' ? v : JSON.stringify(v);
+    }
+    setJobVars(jv);
+    const sch = d.schedules.find(x => x.active !== false) ?? d.schedules[0];
+    if (!sch) {
+      setKind('none');
+    } else if (sch.cron) {
+      setKind('cron');
+      setCron(sch.cron);
+      setTz(sch.timezone);
+    } else if (sch.interval_seconds) {
+      setKind('interval');
+      const [n, u] = splitInterval(sch.interval_seconds);
+      setEvery(String(n));
+      setUnit(u);
+      setTz(sch.timezone);
+    }
+    setTexts(initialTexts(i.parameters_schema, d.parameters));
+  };
+
+  React.useEffect(() => {
+    api.runEnvironments().then(setEnvs, () => setEnvs(null));
+  }, []);
+
   React.useEffect(() => {
     api.notebookParameters(props.path).then(
-      i => {
+      async i => {
         setInfo(i);
         setTexts(initialTexts(i.parameters_schema));
         if (i.runner) {
@@ -94,6 +165,10 @@ export function ScheduleForm(props: {
           jv[k] = typeof v === 'string' ? v : JSON.stringify(v);
         }
         setJobVars(jv);
+        const deployed = (await api.listDeployments()).filter(d => d.notebook_path === i.path);
+        if (deployed.length) {
+          showDeployment(deployed[0], i);
+        }
       },
       err => setLoadError((err as Error).message)
     );
@@ -179,14 +254,51 @@ export function ScheduleForm(props: {
       setFormError(FIX_FIELDS);
       return;
     }
-    const job_variables: Record<string, unknown> = {};
+    // Job variables the form does not show (env, volumes…) are kept as deployed.
+    const job_variables: Record<string, unknown> = { ...(existing?.job_variables ?? {}) };
     for (const f of RUNNER_FIELDS[runner] ?? []) {
       const v = (jobVars[f.key] ?? '').trim();
       if (v) {
         job_variables[f.key] = v;
+      } else {
+        delete job_variables[f.key];
       }
     }
     const s = schedule();
+    if (existing) {
+      const edit: DeploymentEdit = {
+        name: name.trim(),
+        runner,
+        job_variables,
+        parameters: parsed.values,
+        schedules: s ? [s] : [],
+        run_mode: runMode,
+        kernel_name: kernel || null,
+        expected_version: existing.version,
+        // Save deploys the notebook as it is now (a version when its code changed).
+        resnapshot: runMode === 'snapshot' && !!existing.notebook_path
+      };
+      setBusy(true);
+      try {
+        const { changes } = await api.deploymentChanges(existing.id, edit);
+        if (!changes.length && !runNow) {
+          setFormError('Nothing changed: the deployment already is what the form shows.');
+          return;
+        }
+        setFormError(null);
+        if (!changes.length) {
+          await api.runDeployment(existing.id, {});
+          props.onDone(existing, true);
+          return;
+        }
+        setPending({ edit, changes, runNow });
+      } catch (err) {
+        await showConflictOrError(err as ApiError);
+      } finally {
+        setBusy(false);
+      }
+      return;
+    }
     setBusy(true);
     try {
       const deployment = await api.deployNotebook(info, {
@@ -194,7 +306,9 @@ export function ScheduleForm(props: {
         runner,
         job_variables,
         parameters: parsed.values,
-        schedules: s ? [s] : []
+        schedules: s ? [s] : [],
+        run_mode: runMode,
+        kernel_name: kernel || null
       });
       if (runNow) {
         await api.runDeployment(deployment.id, {});
@@ -202,7 +316,48 @@ export function ScheduleForm(props: {
       setFormError(null);
       props.onDone(deployment, runNow);
     } catch (err) {
-      const e = err as ApiError;
+      showError(err as ApiError);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  /** Save a confirmed edit; a conflict (someone saved meanwhile) reloads the deployment. */
+  const confirmEdit = async () => {
+    if (!pending || !existing || !info) {
+      return;
+    }
+    setBusy(true);
+    try {
+      const saved = await api.editDeployment(existing.id, pending.edit);
+      if (pending.runNow) {
+        await api.runDeployment(saved.id, {});
+      }
+      setPending(null);
+      props.onDone(saved, pending.runNow);
+    } catch (err) {
+      setPending(null);
+      await showConflictOrError(err as ApiError);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  /** A 409 (saved by someone else meanwhile): show the saved deployment and say so. */
+  async function showConflictOrError(e: ApiError): Promise<void> {
+    if (e.status !== 409 || !existing || !info) {
+      showError(e);
+      return;
+    }
+    const fresh = (await api.listDeployments()).find(d => d.id === existing.id);
+    if (fresh) {
+      showDeployment(fresh, info);
+    }
+    setFormError(`${e.message} The form now shows the saved deployment; make your change again.`);
+  }
+
+  function showError(e: ApiError): void {
+    {
       const mapped: Record<string, string> = {};
       for (const { field, problem } of e.errors ?? []) {
         if (/schedules\.\d+\.cron$/.test(field) || field.endsWith('schedules.0')) {
@@ -213,14 +368,14 @@ export function ScheduleForm(props: {
           mapped.runner = problem;
         } else if (/parameters\.(\w+)/.test(field)) {
           mapped[`param-${/parameters\.(\w+)/.exec(field)![1]}`] = problem;
+        } else if (field.endsWith('.kernel_name')) {
+          mapped.kernel = problem;
         }
       }
       setFieldErrors(f => ({ ...f, ...mapped }));
       setFormError(e.message);
-    } finally {
-      setBusy(false);
     }
-  };
+  }
 
   if (loadError) {
     return (
@@ -247,6 +402,13 @@ export function ScheduleForm(props: {
         Flow <strong>{info.flow_name}</strong> from <code>{info.path}</code>
         {!info.has_flow_cell && ' (no %%flow cell: the notebook runs as one flow)'}
       </div>
+      {existing && (
+        <div className="nbflow-editing" data-version={existing.version}>
+          Editing deployment <strong>{existing.name}</strong>
+          {existing.version !== undefined && <> · version {existing.version}</>}: the fields show what
+          is deployed. Saving asks you to confirm what changes.
+        </div>
+      )}
       <label className="nbflow-field">
         <span className="nbflow-field-label">Deployment name</span>
         <input className="jp-mod-styled" name="name" value={name} onChange={e => setName(e.target.value)} />
@@ -274,6 +436,33 @@ export function ScheduleForm(props: {
             />
           </label>
         ))}
+        <div className="nbflow-field">
+          <span className="nbflow-field-label">Which notebook runs</span>
+          <div className="nbflow-radio-row">
+            <label>
+              <input type="radio" name="run_mode" value="snapshot" checked={runMode === 'snapshot'} onChange={() => setRunMode('snapshot')} /> the
+              snapshot saved now
+            </label>
+            <label>
+              <input type="radio" name="run_mode" value="file" checked={runMode === 'file'} onChange={() => setRunMode('file')} /> the file as it
+              is at run time
+            </label>
+          </div>
+        </div>
+        {runner === 'subprocess' && envs && envs.kernelspecs.length > 0 && (
+          <label className="nbflow-field">
+            <span className="nbflow-field-label">Kernel</span>
+            <select name="kernel_name" className={invalid('kernel')} value={kernel} onChange={e => setKernel(e.target.value)}>
+              <option value="">the notebook's own</option>
+              {envs.kernelspecs.map(k => (
+                <option key={k.name} value={k.name}>
+                  {k.display_name} ({k.name})
+                </option>
+              ))}
+            </select>
+            {fieldError('kernel')}
+          </label>
+        )}
       </fieldset>
       <fieldset>
         <legend>Schedule</legend>
@@ -341,7 +530,40 @@ export function ScheduleForm(props: {
         />
       </fieldset>
       {banner && <div className="nbflow-error nbflow-form-error">{banner}</div>}
-      <div className="nbflow-form-buttons">
+      {pending && (
+        <div className="nbflow-confirm-changes">
+          <div>
+            <strong>Save these changes to {existing?.name}?</strong>
+          </div>
+          <table className="nbflow-kv">
+            <tbody>
+              {pending.changes.map(c => (
+                <tr key={c.field} data-field={c.field}>
+                  <th>{c.field}</th>
+                  <td>
+                    {c.field === 'notebook' ? (
+                      'the notebook changed since it was deployed: the new snapshot is deployed (see Versions for the code diff)'
+                    ) : (
+                      <>
+                        <code>{showValue(c.old)}</code> → <code>{showValue(c.new)}</code>
+                      </>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          <div className="nbflow-form-buttons">
+            <button className="jp-Button jp-mod-styled jp-mod-reject" disabled={busy} onClick={() => setPending(null)}>
+              Back
+            </button>
+            <button className="jp-Button jp-mod-styled jp-mod-accept nbflow-confirm-save" disabled={busy} onClick={() => void confirmEdit()}>
+              Save changes{pending.runNow ? ' and run now' : ''}
+            </button>
+          </div>
+        </div>
+      )}
+      <div className="nbflow-form-buttons" hidden={!!pending}>
         <button className="jp-Button jp-mod-styled jp-mod-reject" disabled={busy} onClick={props.onCancel}>Cancel</button>
         <button className="jp-Button jp-mod-styled nbflow-save" disabled={busy} onClick={() => void submit(false)}>Save deployment</button>
         <button className="jp-Button jp-mod-styled jp-mod-accept nbflow-save-run" disabled={busy} onClick={() => void submit(true)}>Save and run now</button>

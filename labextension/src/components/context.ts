@@ -24,6 +24,8 @@ export interface PanelContext {
   openOutput: (run: FlowRun) => Promise<void>;
   confirm: (title: string, body: string, accept: string) => Promise<boolean>;
   runNow: (deploymentId: string) => Promise<void>;
+  /** Open the schedule dialog of a notebook (it edits the notebook's deployment if any). */
+  schedule: (path: string) => Promise<void>;
   /** Show a run's output notebook read-only in a main-area tab (no kernel). */
   viewOutput: (run: FlowRun) => Promise<void>;
   /** Ask for a retry of a finished run (a form); the new run, or null if abandoned. */

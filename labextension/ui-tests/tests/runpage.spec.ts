@@ -122,6 +122,38 @@ test.describe('run page, compare, upcoming and alerts', () => {
     expect(await finished(page, newId!)).toBe('COMPLETED');
   });
 
+  test('Repair a failed run: the completed cells are restored, the run starts at the failed cell', async ({ page, tmpPath }) => {
+    await page.contents.uploadContent(
+      notebook([
+        '%%flow repair_demo\nfail = True',
+        '%%task extract\nrows = [1, 2, 3]\nprint("extracted", len(rows))',
+        '%%task report\nif fail:\n    raise ValueError("bad data")\nprint("total", sum(rows))'
+      ]),
+      'text',
+      `${tmpPath}/repair.ipynb`
+    );
+    const deployment = await deploy(page, `${tmpPath}/repair.ipynb`, 'repair');
+    const failed = await post(page.request, `/deployments/${deployment.id}/runs`, {});
+    expect(await finished(page, failed.id)).toBe('FAILED');
+    const panel = await openPanel(page);
+    await panel.locator(`.nbflow-run-row[data-run-id="${failed.id}"]`).click();
+    const detail = panel.locator('.nbflow-detail');
+    await expect(detail.locator('svg.nbflow-graph .nbflow-graph-node[data-task="report"]')).toHaveAttribute('data-state', 'FAILED');
+    await detail.locator('button.nbflow-retry').click();
+    const form = page.locator('.nbflow-retry-form');
+    await expect(form.locator('input[name="from_failed"]')).toBeChecked();
+    await form.locator('input[name="param-fail"]').fill('false');
+    await page.locator('.nbflow-dialog .jp-Dialog-content').screenshot({ path: `${SHOTS}/repair-dialog.png` });
+    await form.locator('button.nbflow-start-retry').click();
+    await expect(form).toHaveCount(0);
+    const repaired = panel.locator('.nbflow-detail');
+    await expect(repaired.locator('.nbflow-retry-of')).toHaveText(failed.id.slice(0, 8));
+    const newId = (await repaired.getAttribute('data-run-id'))!;
+    expect(await finished(page, newId)).toBe('COMPLETED');
+    await expect(repaired.locator('svg.nbflow-graph .nbflow-graph-node[data-task="extract"]')).toContainText('Cached');
+    await expect(repaired.locator('svg.nbflow-graph .nbflow-graph-node[data-task="report"]')).toContainText('Completed');
+  });
+
   test('the Upcoming view lists the next scheduled runs apart from history', async ({ page, tmpPath }) => {
     await page.contents.uploadContent(REPORT.replace('compare_demo', 'upcoming_demo'), 'text', `${tmpPath}/upcoming.ipynb`);
     const deployment = await deploy(page, `${tmpPath}/upcoming.ipynb`, 'hourly', {
@@ -139,6 +171,80 @@ test.describe('run page, compare, upcoming and alerts', () => {
     await panel.locator('button.nbflow-view-history').click();
     await expect(panel.locator('.nbflow-run-row[data-state="SCHEDULED"]', { hasText: 'hourly' })).toHaveCount(0);
     await page.request.delete(`${API}/deployments/${deployment.id}`);
+  });
+
+  test('the dialog edits the deployed definition: no silent overwrite, versions and the code diff', async ({ page, tmpPath }) => {
+    const nb = (region: string, extra = '') =>
+      notebook([
+        `%%flow edited_sales --schedule "0 6 * * *" --timezone Europe/Berlin\nregion = "${region}"`,
+        `%%task report\nprint("report for", region)${extra}`
+      ]);
+    await page.contents.uploadContent(nb('EU'), 'text', `${tmpPath}/edited.ipynb`);
+    await page.filebrowser.openDirectory(tmpPath);
+    const openDialog = async () => {
+      await page.sidebar.openTab('filebrowser'); // saving shows the nbflow panel
+      await page.filebrowser.refresh();
+      await page.locator('.jp-DirListing-item[title^="Name: edited.ipynb"]').click({ button: 'right' });
+      await page.locator('.lm-Menu-item:has-text("Schedule with nbflow")').click();
+      const form = page.locator('.nbflow-schedule-form');
+      await expect(form.locator('input[name="param-region"]')).toBeVisible();
+      return form;
+    };
+    // first deployment: every 30 minutes, region US
+    let form = await openDialog();
+    await expect(form.locator('.nbflow-editing')).toHaveCount(0);
+    await form.locator('input[name="cron"]').fill('*/30 * * * *');
+    await form.locator('input[name="param-region"]').fill('US');
+    await form.locator('button.nbflow-save').click();
+    await expect(form).toHaveCount(0);
+
+    // reopened: the deployment as deployed, not the %%flow defaults
+    form = await openDialog();
+    await expect(form.locator('.nbflow-editing')).toContainText('version 1');
+    await expect(form.locator('input[name="cron"]')).toHaveValue('*/30 * * * *');
+    await expect(form.locator('input[name="param-region"]')).toHaveValue('US');
+    await form.locator('input[name="param-region"]').fill('APAC');
+    await form.locator('button.nbflow-save').click();
+    const confirm = form.locator('.nbflow-confirm-changes');
+    await expect(confirm.locator('tr[data-field="parameters"]')).toContainText('APAC');
+    await expect(confirm.locator('tr[data-field="schedules"]')).toHaveCount(0);
+    await page.locator('.nbflow-dialog .jp-Dialog-content').screenshot({ path: `${SHOTS}/schedule-dialog-edit.png` });
+    await confirm.locator('button.nbflow-confirm-save').click();
+    await expect(form).toHaveCount(0);
+
+    // someone else saves while the dialog is open: the save is refused, nothing lost
+    const deployments = (await (await page.request.get(`${API}/deployments`)).json()).items;
+    const deployment = deployments.find((d: any) => d.name === 'edited');
+    expect(deployment.version).toBe(2);
+    expect(deployment.parameters.region).toBe('APAC');
+    form = await openDialog();
+    const patched = await page.request.patch(`${API}/deployments/${deployment.id}`, {
+      data: { description: 'changed elsewhere', expected_version: 2 }
+    });
+    expect(patched.ok()).toBe(true);
+    await form.locator('input[name="param-region"]').fill('LATAM');
+    await form.locator('button.nbflow-save').click();
+    await expect(form.locator('.nbflow-form-error')).toContainText('version 3');
+    await expect(form.locator('input[name="param-region"]')).toHaveValue('APAC');
+    await page.locator('.nbflow-form-buttons button', { hasText: 'Cancel' }).click();
+
+    // a new notebook version, deployed from the dialog, and its code diff in the panel
+    await page.contents.uploadContent(nb('APAC', '\nprint("total", 42)'), 'text', `${tmpPath}/edited.ipynb`);
+    form = await openDialog();
+    await form.locator('button.nbflow-save').click();
+    await expect(form.locator('.nbflow-confirm-changes tr[data-field="notebook"]')).toBeVisible();
+    await form.locator('button.nbflow-confirm-save').click();
+    await expect(form).toHaveCount(0);
+    const panel = await openPanel(page);
+    await panel.locator('.nbflow-tab', { hasText: 'Deployments' }).click();
+    const card = panel.locator('.nbflow-deployment[data-deployment="edited"]');
+    await card.locator('button.nbflow-versions').click();
+    await expect(card.locator('.nbflow-versions-list li')).toHaveCount(4);
+    await card.locator('li[data-version="4"] .nbflow-version-diff').click();
+    const view = card.locator('.nbflow-version-diff-view');
+    await expect(view.locator('.nbflow-diff-add', { hasText: 'print("total", 42)' })).toBeVisible();
+    await expect(view.locator('.nbflow-diff-del', { hasText: 'region = "EU"' })).toBeVisible();
+    await panel.screenshot({ path: `${SHOTS}/panel-deployment-versions.png` });
   });
 
   test('a notification rule is added from the panel', async ({ page }) => {
