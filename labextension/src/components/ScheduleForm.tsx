@@ -563,11 +563,13 @@ export function ScheduleForm(props: {
           </div>
         </div>
       )}
-      <div className="nbflow-form-buttons" hidden={!!pending}>
+      {!pending && (
+      <div className="nbflow-form-buttons">
         <button className="jp-Button jp-mod-styled jp-mod-reject" disabled={busy} onClick={props.onCancel}>Cancel</button>
         <button className="jp-Button jp-mod-styled nbflow-save" disabled={busy} onClick={() => void submit(false)}>Save deployment</button>
         <button className="jp-Button jp-mod-styled jp-mod-accept nbflow-save-run" disabled={busy} onClick={() => void submit(true)}>Save and run now</button>
       </div>
+      )}
     </div>
   );
 }

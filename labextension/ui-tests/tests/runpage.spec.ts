@@ -142,7 +142,7 @@ test.describe('run page, compare, upcoming and alerts', () => {
     await detail.locator('button.nbflow-retry').click();
     const form = page.locator('.nbflow-retry-form');
     await expect(form.locator('input[name="from_failed"]')).toBeChecked();
-    await form.locator('input[name="param-fail"]').fill('false');
+    await form.locator('select[name="param-fail"]').selectOption('false');
     await page.locator('.nbflow-dialog .jp-Dialog-content').screenshot({ path: `${SHOTS}/repair-dialog.png` });
     await form.locator('button.nbflow-start-retry').click();
     await expect(form).toHaveCount(0);
