@@ -1,5 +1,5 @@
 import * as React from 'react';
-import { ParametersSchema } from '../api';
+import { ApiError, ParametersSchema } from '../api';
 import { parseParameter, showParameter } from '../format';
 
 /** Text of each parameter input, keyed by name. */
@@ -29,6 +29,18 @@ export function parseTexts(
     }
   }
   return { values, errors };
+}
+
+/** The server's errors about parameters (`body.parameters.<name>`), by parameter name. */
+export function parameterErrors(e: ApiError): Record<string, string> {
+  const mapped: Record<string, string> = {};
+  for (const { field, problem } of e.errors ?? []) {
+    const m = /parameters\.(\w+)/.exec(field);
+    if (m) {
+      mapped[m[1]] = problem;
+    }
+  }
+  return mapped;
 }
 
 function typeLabel(type: string | string[] | undefined): string {

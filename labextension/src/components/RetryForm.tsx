@@ -1,6 +1,6 @@
 import * as React from 'react';
 import { ApiError, Flow, FlowRun, NbflowApi } from '../api';
-import { initialTexts, ParametersForm, ParameterTexts, parseTexts } from './ParametersForm';
+import { initialTexts, parameterErrors, ParametersForm, ParameterTexts, parseTexts } from './ParametersForm';
 
 /** Retry a finished run: a new linked run, its parameters prefilled and editable. */
 export function RetryForm(props: {
@@ -44,14 +44,7 @@ export function RetryForm(props: {
       props.onDone(await api.retryRun(run.id, { parameters: parsed.values, from_failed: repairable && fromFailed }));
     } catch (err) {
       const e = err as ApiError;
-      const mapped: Record<string, string> = {};
-      for (const { field, problem } of e.errors ?? []) {
-        const m = /parameters\.(\w+)/.exec(field);
-        if (m) {
-          mapped[m[1]] = problem;
-        }
-      }
-      setErrors(mapped);
+      setErrors(parameterErrors(e));
       setError(e.message);
     } finally {
       setBusy(false);

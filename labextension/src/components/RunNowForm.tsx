@@ -1,6 +1,6 @@
 import * as React from 'react';
 import { ApiError, Deployment, Flow, NbflowApi } from '../api';
-import { initialTexts, ParametersForm, ParameterTexts, parseTexts } from './ParametersForm';
+import { initialTexts, parameterErrors, ParametersForm, ParameterTexts, parseTexts } from './ParametersForm';
 
 /** Run a deployment now with parameters (defaults: the deployment's, then the flow's). */
 export function RunNowForm(props: {
@@ -41,14 +41,7 @@ export function RunNowForm(props: {
       props.onDone();
     } catch (err) {
       const e = err as ApiError;
-      const mapped: Record<string, string> = {};
-      for (const { field, problem } of e.errors ?? []) {
-        const m = /parameters\.(\w+)/.exec(field);
-        if (m) {
-          mapped[m[1]] = problem;
-        }
-      }
-      setErrors(mapped);
+      setErrors(parameterErrors(e));
       setError(e.message);
     } finally {
       setBusy(false);

@@ -5,22 +5,8 @@
  * server extension, its dispatcher and the subprocess runner; Debian chromium.
  */
 import { expect, galata, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import { API, notebook, SHOTS } from './helpers';
 import type { APIRequestContext } from '@playwright/test';
-import * as path from 'path';
-
-const SHOTS = path.resolve(__dirname, '..', '..', '..', 'docs', 'screenshots');
-const API = 'http://localhost:8888/nbflow/api/v1';
-
-function notebook(cells: string[]): string {
-  return JSON.stringify({
-    nbformat: 4,
-    nbformat_minor: 5,
-    metadata: { kernelspec: { name: 'python3', display_name: 'Python 3', language: 'python' } },
-    cells: cells.map((source, i) => ({
-      cell_type: 'code', id: `c${i}`, metadata: {}, outputs: [], execution_count: null, source
-    }))
-  });
-}
 
 const REPORT = notebook([
   '%%flow compare_demo\nn = 2',

@@ -4,10 +4,8 @@
  * Screenshots go to docs/screenshots/.
  */
 import { expect, galata, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import { notebook, SHOTS } from './helpers';
 import type { Locator } from '@playwright/test';
-import * as path from 'path';
-
-const SHOTS = path.resolve(__dirname, '..', '..', '..', 'docs', 'screenshots');
 
 const CELLS = [
   '%load_ext nbflow',
@@ -16,17 +14,6 @@ const CELLS = [
   '%%task report --cache\ntotal = len(rows)\nprint(total)',
   '%%task broken\nraise ValueError("demo failure")'
 ];
-
-function notebook(cells: string[]): string {
-  return JSON.stringify({
-    nbformat: 4,
-    nbformat_minor: 5,
-    metadata: { kernelspec: { name: 'python3', display_name: 'Python 3', language: 'python' } },
-    cells: cells.map((source, i) => ({
-      cell_type: 'code', id: `c${i}`, metadata: {}, outputs: [], execution_count: null, source
-    }))
-  });
-}
 
 /** The rendered ipywidgets view in the output of the `%%flow` cell (cell 1). */
 async function flowWidget(page: IJupyterLabPageFixture): Promise<Locator> {
