@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Flow",
+    "NotebookRun",
+    "NotebookRunFailed",
     "State",
     "StateType",
     "Task",
@@ -21,6 +23,7 @@ __all__ = [
     "flow",
     "get_client",
     "get_run_logger",
+    "run_notebook",
     "task",
     "unmapped",
 ]
@@ -34,6 +37,9 @@ _LAZY = {
     "TaskRunFuture": "nbflow.engine.futures",
     "get_run_logger": "nbflow.engine.logging",
     "get_client": "nbflow.client",
+    "run_notebook": "nbflow.notebook.pipeline",
+    "NotebookRun": "nbflow.notebook.pipeline",
+    "NotebookRunFailed": "nbflow.notebook.pipeline",
     "State": "nbflow.states",
     "StateType": "nbflow.states",
 }
@@ -44,6 +50,7 @@ if TYPE_CHECKING:
     from nbflow.engine.futures import TaskRunFuture
     from nbflow.engine.logging import get_run_logger
     from nbflow.engine.tasks import Task, task, unmapped
+    from nbflow.notebook.pipeline import NotebookRun, NotebookRunFailed, run_notebook
     from nbflow.states import State, StateType
 
 

@@ -276,6 +276,8 @@ class FlowRunFilter(_Model):
     flow_ids: list[uuid.UUID] | None = None
     flow_names: list[str] | None = None
     deployment_ids: list[uuid.UUID] | None = None
+    #: Only the child runs of these flow runs (``run_notebook`` pipelines).
+    parent_flow_run_ids: list[uuid.UUID] | None = None
     #: Only runs whose expected start is at or after / before these times.
     start_after: datetime | None = None
     start_before: datetime | None = None

@@ -42,11 +42,14 @@ from nbflow_server.events import EventBus
 from nbflow_server.handlers import API_PREFIX, ROUTES
 from nbflow_server.handlers.base import flow_run_event
 from nbflow_server.services import Service, ServiceGroup
+from nbflow_server.services.cross_server import cross_server
 from nbflow_server.services.dispatcher import Dispatcher, DispatcherService, RunnerPool
+from nbflow_server.services.event_relay import EventRelay
 from nbflow_server.services.kernel_env import install_kernel_env
 from nbflow_server.services.kernels import KernelRunsService
 from nbflow_server.services.monitors import Monitor, MonitorService
 from nbflow_server.services.notifications import NotificationService, Notifier
+from nbflow_server.services.pg_listener import PgListener
 from nbflow_server.services.scheduler import SchedulerService
 from nbflow_server.tokens import RunTokenSigner, load_or_create_secret
 
@@ -145,6 +148,33 @@ class NbflowApp(ExtensionApp):
 
     dispatch_interval = Float(
         2.0, help="Seconds between two passes of the dispatcher that claims and submits due runs."
+    ).tag(config=True)
+
+    dispatch_event_driven = Bool(
+        True,
+        help=(
+            "Claim a run as soon as it becomes due (run now, retry, the scheduler, a "
+            "scheduled time reached; other servers' runs through PostgreSQL LISTEN/NOTIFY) "
+            "instead of at the next dispatch_interval pass; the passes stay as the fallback."
+        ),
+    ).tag(config=True)
+
+    events_across_servers = Bool(
+        True,
+        help=(
+            "On PostgreSQL, relay this server's events to the other servers on the database "
+            "and show theirs on this server's /events websocket (NOTIFY with ids; each "
+            "server reads the rows)."
+        ),
+    ).tag(config=True)
+
+    listen_db_url = Unicode(
+        "",
+        help=(
+            "PostgreSQL URL of the connection that LISTENs for other servers' due runs and events "
+            "(empty: db_url).  Set a direct URL when db_url goes through PgBouncer in "
+            "transaction mode, which does not deliver notifications."
+        ),
     ).tag(config=True)
 
     dispatch_runners = List(
@@ -357,6 +387,8 @@ class NbflowApp(ExtensionApp):
     services: ServiceGroup
     scheduler: SchedulerService | None = None
     dispatcher: DispatcherService | None = None
+    pg_listener: PgListener | None = None
+    event_relay: EventRelay | None = None
     monitors: MonitorService | None = None
     kernel_runs: KernelRunsService | None = None
     runners: RunnerPool
@@ -428,6 +460,17 @@ class NbflowApp(ExtensionApp):
             interval=self.monitor_interval,
         )
         services: list[Service] = [self.monitors, self.scheduler, self.dispatcher]
+        wiring = cross_server(
+            self.dispatcher,
+            self.lifecycle.store,
+            self.event_bus,
+            db_url=self.db_url,
+            listen_db_url=self.listen_db_url,
+            event_driven=self.dispatch_event_driven,
+            relay_events=self.events_across_servers,
+        )
+        self.pg_listener, self.event_relay = wiring.listener, wiring.relay
+        services += wiring.services
         if getattr(self.serverapp, "kernel_manager", None) is not None:
             self.kernel_runs = KernelRunsService(
                 self.client,

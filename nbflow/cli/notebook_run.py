@@ -17,8 +17,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,15 @@ from nbflow.cli._output import format_duration
 from nbflow.client import Client, get_client
 from nbflow.exceptions import ValidationError
 from nbflow.notebook import document as nbs
-from nbflow.orchestration.job_variables import merge_job_variables
+from nbflow.notebook.batch_runs import (
+    NotebookRunSpec,
+    create_notebook_run,
+    launch,
+    prepare_notebook,
+)
 from nbflow.runners import Runner, get_runner
-from nbflow.schemas import Flow, FlowRun, FlowRunCreate, TaskRunFilter
-from nbflow.states import Pending, StateType
+from nbflow.schemas import FlowRun, TaskRunFilter
+from nbflow.states import StateType
 
 __all__ = [
     "NotebookRunSpec",
@@ -45,16 +49,6 @@ __all__ = [
 
 #: Seconds between polls of the store while following a run.
 POLL_SECONDS = 0.2
-
-
-@dataclass(frozen=True)
-class NotebookRunSpec:
-    """A notebook read as a flow: its path, name, parameters schema and task cell count."""
-
-    path: Path
-    flow_name: str
-    schema: dict[str, Any]
-    task_cells: int
 
 
 def add_notebook_options(parser: argparse.ArgumentParser, *, detach: bool = True) -> None:
@@ -84,15 +78,6 @@ def add_notebook_options(parser: argparse.ArgumentParser, *, detach: bool = True
         metavar="KEY=VALUE",
         help="a runner job variable (e.g. -j python=/usr/bin/python3); repeat for several",
     )
-
-
-def prepare_notebook(path: str | Path) -> NotebookRunSpec:
-    """Read a notebook as a flow; a bad notebook is a usage error naming the file."""
-    p = Path(path).resolve()
-    nb = nbs.read_notebook(p)
-    schema = nbs.notebook_parameters_schema(nb, source=str(p))
-    tasks = len(nbs.task_cells(nb)) or 1  # no %%task cells: the notebook is one task
-    return NotebookRunSpec(p, nbs.flow_name(nb, p), schema, tasks)
 
 
 def load_parameter_file(path: str) -> dict[str, Any]:
@@ -137,42 +122,6 @@ def parse_job_variables(pairs: list[str]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def create_notebook_run(
-    client: Client,
-    spec: NotebookRunSpec,
-    parameters: Mapping[str, Any],
-    *,
-    runner: str = "subprocess",
-    job_variables: Mapping[str, Any] | None = None,
-    tags: list[str] | None = None,
-) -> FlowRun:
-    """Register the notebook's flow and create a claimed (Pending) batch run of it."""
-    values = nbs.validate_parameters(spec.schema, parameters)
-    flow = client.create_flow(
-        Flow(name=spec.flow_name, parameters_schema=spec.schema, source=str(spec.path))
-    )
-    variables = merge_job_variables({"working_dir": str(spec.path.parent)}, job_variables)
-    return client.create_flow_run(
-        FlowRunCreate(
-            flow_id=flow.id,
-            parameters=values,
-            state=Pending(message="launched from the command line"),
-            runner=runner,
-            job_variables=variables,
-            notebook_path=str(spec.path),
-            mode="batch",
-            tags=list(tags or []),
-        )
-    )
-
-
-def launch(client: Client, run: FlowRun, runner: Runner) -> str:
-    """Submit the run to the runner and record its infrastructure id."""
-    infrastructure_id = runner.submit(run)
-    client.update_flow_run(run.id, infrastructure_id=infrastructure_id)
-    return infrastructure_id
 
 
 def follow_run(

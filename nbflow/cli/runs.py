@@ -223,6 +223,25 @@ def retries_of(client: Client, run: FlowRun) -> list[FlowRun]:
     return sorted((r for r in page if r.retry_of == run.id), key=lambda r: r.created)
 
 
+def children_of(client: Client, run: FlowRun) -> list[FlowRun]:
+    """Return the child runs of a pipeline run (``run_notebook``), oldest first."""
+    page = client.read_flow_runs(FlowRunFilter(parent_flow_run_ids=[run.id], limit=1000))
+    return sorted(page, key=lambda r: r.created)
+
+
+def _child_doc(child: FlowRun, task_names: dict[UUID, str]) -> dict[str, Any]:
+    task = task_names.get(child.parent_task_run_id) if child.parent_task_run_id else None
+    return {
+        "id": str(child.id),
+        "name": child.name,
+        "flow_name": child.flow_name,
+        "state": child.state.model_dump(mode="json") if child.state else None,
+        "notebook_path": child.notebook_path,
+        "parent_task_run_id": str(child.parent_task_run_id) if child.parent_task_run_id else None,
+        "parent_task": task,
+    }
+
+
 def _effective_parameters(client: Client, run: FlowRun) -> dict[str, tuple[Any, bool]]:
     """Return the run's parameters with the flow's defaults for those it did not set."""
     values: dict[str, tuple[Any, bool]] = {k: (v, False) for k, v in run.parameters.items()}
@@ -242,11 +261,14 @@ def handle_show(args: argparse.Namespace) -> int:
     run = resolve_flow_run(client, args.run_id)
     states = client.read_flow_run_states(run.id)
     task_runs = client.read_task_runs(TaskRunFilter(flow_run_ids=[run.id], limit=100_000))
+    children = children_of(client, run)
+    task_names = {t.id: t.name for t in task_runs}
     if args.json:
         doc = run.model_dump(mode="json")
         doc["states"] = [s.model_dump(mode="json") for s in states]
         doc["task_runs"] = [t.model_dump(mode="json") for t in task_runs]
         doc["retried_by"] = [str(r.id) for r in retries_of(client, run)]
+        doc["children"] = [_child_doc(child, task_names) for child in children]
         json.dump(doc, sys.stdout, indent=2)
         print()
         return 0
@@ -266,6 +288,8 @@ def handle_show(args: argparse.Namespace) -> int:
         print(f"  retry of:    {run.retry_of}")
     for retry in retries_of(client, run):
         print(f"  retried by:  {retry.id}")
+    if run.parent_flow_run_id is not None:
+        print(f"  parent:      {run.parent_flow_run_id}")
     if run.notebook_path:
         print(f"  notebook:    {run.notebook_path}")
     where = _output_description(client, run)
@@ -313,6 +337,22 @@ def handle_show(args: argparse.Namespace) -> int:
         print(f"  {cached} cache hit(s), {retried} task run(s) retried")
     else:
         print("  (none)")
+
+    if children:
+        print(f"\nChild runs ({len(children)})")
+        print_table(
+            ["  ID", "FLOW", "STATE", "CALLED BY", "NOTEBOOK"],
+            [
+                [
+                    f"  {c.id}",
+                    c.flow_name or "-",
+                    _state_label(c),
+                    task_names.get(c.parent_task_run_id, "-") if c.parent_task_run_id else "-",
+                    c.notebook_path or "-",
+                ]
+                for c in children
+            ],
+        )
 
     if args.logs:
         print("\nLogs")

@@ -17,6 +17,10 @@ client) and ``nbflow worker`` (over the HTTP client).  Each pass:
 4. **Watch** each submitted process in a thread: ``runner.wait``; a non-zero exit of a run
    that is not terminal is ``Crashed`` (``Cancelled`` when it was Cancelling).  The slot is
    free at once, so the next pass starts (``wake``).
+
+Between passes :meth:`Dispatcher.serve` (``nbflow worker``) waits ``interval`` seconds, or
+until the soonest Scheduled run's expected start (:meth:`Dispatcher.next_due`); the
+server's loop also wakes when a run becomes due (``services/dispatcher.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -34,12 +39,14 @@ from nbflow.client.base import Client
 from nbflow.exceptions import NbflowError, NotFound, ValidationError
 from nbflow.runners.base import Runner
 from nbflow.schemas import ClaimedRun, FlowRun, FlowRunFilter, SetStateStatus
-from nbflow.states import Cancelled, Crashed, State, StateType, Submitting
+from nbflow.states import Cancelled, Crashed, State, StateType, Submitting, now
 
-__all__ = ["CLAIM_BATCH", "Announce", "Dispatcher", "RunnerFactory", "RunnerPool"]
+__all__ = ["CLAIM_BATCH", "DUE_SLACK", "Announce", "Dispatcher", "RunnerFactory", "RunnerPool"]
 
 logger = logging.getLogger("nbflow.dispatch")
 
+#: Seconds past a run's expected start at which the pass that claims it runs (clock slack).
+DUE_SLACK = 0.005
 #: Most runs claimed in one pass (the next pass follows at once when it was full).
 CLAIM_BATCH = 100
 #: Builds the runner registered under a name.
@@ -182,15 +189,30 @@ class Dispatcher:
         return [i for f in self.pass_once() if (i := f.result()) is not None]
 
     def serve(self, stop: threading.Event, interval: float = 2.0) -> None:
-        """Pass every ``interval`` seconds (at once after :meth:`wake`) until ``stop`` is set."""
+        """Pass every ``interval`` seconds, at once after :meth:`wake`, and at the expected
+        start of the next Scheduled run when that comes sooner, until ``stop`` is set."""
         while not stop.is_set():
             self._wake.clear()
+            timeout = interval
             try:
                 self.pass_once()
+                timeout = self.wait_time(self.next_due(), interval)
             except Exception:
                 logger.exception("dispatch pass failed; retrying in %g s", interval)
             if not self.more:
-                self._wake.wait(interval)
+                self._wake.wait(timeout)
+
+    def next_due(self) -> datetime | None:
+        """Return when the soonest Scheduled run that is not due yet becomes due (None: none)."""
+        upcoming = self.client.read_flow_runs(FlowRunFilter(view="upcoming", limit=1))
+        return upcoming[0].expected_start_time if upcoming else None
+
+    @staticmethod
+    def wait_time(due: datetime | None, interval: float) -> float:
+        """Seconds to wait before the next pass: ``interval``, or less to meet ``due``."""
+        if due is None:
+            return interval
+        return max(0.0, min(interval, (due - now()).total_seconds() + DUE_SLACK))
 
     def wait_all(self, timeout: float | None = None) -> bool:
         """Wait until no run is in flight; False when ``timeout`` passed first."""

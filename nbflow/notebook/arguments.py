@@ -12,6 +12,7 @@ import json
 import re
 import shlex
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NoReturn
@@ -27,6 +28,7 @@ __all__ = [
     "TaskOptionsSpec",
     "parse_duration",
     "parse_flow_line",
+    "parse_flow_outputs",
     "parse_parameters",
     "parse_task_line",
 ]
@@ -103,6 +105,8 @@ class FlowOptions:
     interval_seconds: float | None = None
     runner: str = "subprocess"
     job_variables: dict[str, Any] = field(default_factory=dict)
+    #: The variables a run of this notebook hands to the flow that ran it (``run_notebook``).
+    outputs: tuple[str, ...] = ()
 
 
 def _flow_parser() -> _Parser:
@@ -112,6 +116,7 @@ def _flow_parser() -> _Parser:
     p.add_argument("--timezone", default="UTC", help="IANA time zone of the cron schedule")
     p.add_argument("--interval", type=str, help="run every SECONDS (or 30m, 1h)")
     p.add_argument("--runner", default="subprocess", help=f"one of {', '.join(KNOWN_RUNNERS)}")
+    p.add_argument("--outputs", action="append", default=[], help="variables a caller gets")
     return p
 
 
@@ -148,6 +153,7 @@ def parse_flow_line(line: str, runners: tuple[str, ...] = KNOWN_RUNNERS) -> Flow
         raise ValidationError(
             "--timezone", ns.timezone, "unknown time zone", "use an IANA name like Europe/Berlin"
         ) from exc
+    outputs = _outputs(ns.outputs)
     interval = None
     if ns.interval is not None:
         interval = parse_duration(ns.interval, "--interval").total_seconds()
@@ -175,7 +181,26 @@ def parse_flow_line(line: str, runners: tuple[str, ...] = KNOWN_RUNNERS) -> Flow
         interval_seconds=interval,
         runner=ns.runner,
         job_variables=job_variables,
+        outputs=outputs,
     )
+
+
+def _outputs(values: list[str]) -> tuple[str, ...]:
+    outputs = _names(values)
+    for name in outputs:
+        if not name.isidentifier():
+            raise ValidationError(
+                "--outputs", name, "not a variable name", "list names like --outputs total,rows"
+            )
+    return outputs
+
+
+def parse_flow_outputs(args: Sequence[str]) -> tuple[str, ...]:
+    """Return the ``--outputs`` of a ``%%flow`` line's words (other options are ignored)."""
+    parser = _Parser(prog="%%flow", add_help=False)
+    parser.add_argument("--outputs", action="append", default=[])
+    ns, _ = parser.parse_known_args(list(args))
+    return _outputs(ns.outputs)
 
 
 def parse_parameters(source: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -16,6 +16,7 @@ over the API.  The store is its persistence; nothing else writes runs.
 - **cancel** (:meth:`FlowRunLifecycle.cancel_flow_run`): a run that has not started is
   Cancelled at once; a started one becomes Cancelling for its owner (dispatcher, worker,
   executor, kernel) to stop; a finished one is refused.  Decided under the run's lock.
+  A pipeline's unfinished child runs (``parent_flow_run_id``) are cancelled with it.
 - **retry** (:meth:`FlowRunLifecycle.retry_flow_run`): a finished run never reopens; a
   retry is a new run with ``retry_of`` set and the same flow, deployment, runner, job
   variables and notebook (parameters the same unless overridden); ``from_failed`` makes
@@ -42,6 +43,7 @@ from nbflow.schemas import (
     Flow,
     FlowRun,
     FlowRunCreate,
+    FlowRunFilter,
     OrchestrationResult,
     SetStateStatus,
 )
@@ -236,7 +238,26 @@ class FlowRunLifecycle:
                 current,
                 result.reason or f"the gate answered {result.status.value}",
             )
+        self._cancel_children(flow_run_id)
         return result
+
+    def _cancel_children(self, flow_run_id: UUID) -> None:
+        """Cancel a pipeline's unfinished child runs (``run_notebook``) with their parent.
+
+        Each child's owner (the calling flow, which launched it) stops its process.
+        """
+        children = self.store.read_flow_runs(
+            FlowRunFilter(parent_flow_run_ids=[flow_run_id], limit=1000)
+        )
+        for child in children:
+            if child.state is not None and child.state.is_terminal:
+                continue
+            try:
+                self.cancel_flow_run(
+                    child.id, message=f"its parent run {flow_run_id} was cancelled"
+                )
+            except TransitionRejected:
+                pass  # it finished meanwhile
 
     # -- retrying ------------------------------------------------------------------------
     def retry_flow_run(

@@ -2,7 +2,8 @@
 
 ``?flow_run_id=<id>`` limits the stream to one run.  Every message is an ``Event``
 (``type`` = ``flow_run_state``, ``task_run_state`` or ``deployment``).  Run tokens cannot
-open the stream; it needs a Jupyter user authorized to read ``nbflow``.
+open the stream; it needs a Jupyter user authorized to read ``nbflow``.  On PostgreSQL the
+stream also carries other servers' events (:mod:`nbflow_server.services.event_relay`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class EventsHandler(
             if self._flow_run_id is None or event.get("flow_run_id") == self._flow_run_id:
                 loop.add_callback(self._send, event)
 
-        self._unsubscribe = self.extensionapp.event_bus.subscribe(deliver)  # type: ignore[attr-defined]
+        # remote=True: runs of other servers on the same PostgreSQL database too.
+        self._unsubscribe = self.extensionapp.event_bus.subscribe(deliver, remote=True)  # type: ignore[attr-defined]
 
     def _send(self, event: dict[str, Any]) -> None:
         try:

@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from nbflow.exceptions import NotFound, ValidationError
 from nbflow.orchestration.store import rows
 from nbflow.orchestration.store.flow_runs import RUN_SELECT, set_state
+from nbflow.orchestration.store.log_order import lock_log_streams
 from nbflow.orchestration.store.tables import (
     concurrency_limits,
     deployments,
@@ -219,6 +220,7 @@ def _log_waiting(conn: sa.Connection, waiting: dict[UUID, str], at: datetime) ->
         if last.get(run_id) != message
     ]
     if new:
+        lock_log_streams(conn, waiting)  # see log_order: the log cursor skips nothing
         conn.execute(sa.insert(logs), new)
 
 

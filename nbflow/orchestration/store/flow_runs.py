@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from nbflow.exceptions import FlowRunNotFound, NotFound, ObjectAlreadyExists, ValidationError
 from nbflow.orchestration.policy import evaluate
 from nbflow.orchestration.store import rows
+from nbflow.orchestration.store.due import note_due
 from nbflow.orchestration.store.names import generate_run_name
 from nbflow.orchestration.store.tables import (
     deployments,
@@ -143,6 +144,7 @@ def create(conn: sa.Connection, fr: FlowRunCreate) -> FlowRun:
     run = run.model_copy(update=decision.run_updates)
     conn.execute(sa.insert(flow_runs).values(rows.flow_run_row(run)))
     append_state(conn, run.id, state)
+    note_due(conn, run)
     return run
 
 
@@ -173,6 +175,8 @@ def filtered(query: sa.Select[Any], f: FlowRunFilter) -> sa.Select[Any]:
         query = query.where(flows.c.name.in_(f.flow_names))
     if f.deployment_ids is not None:
         query = query.where(c.deployment_id.in_(f.deployment_ids))
+    if f.parent_flow_run_ids is not None:
+        query = query.where(c.parent_flow_run_id.in_(f.parent_flow_run_ids))
     if f.start_after is not None:
         query = query.where(c.expected_start_time >= f.start_after)
     if f.start_before is not None:
@@ -239,6 +243,8 @@ def propose(
         append_state(conn, flow_run_id, state)
         if state.type in TERMINAL_TYPES:
             close_out_task_runs(conn, flow_run_id, state)
+        elif state.type is StateType.SCHEDULED:
+            note_due(conn, run.model_copy(update=decision.run_updates))
     return decision.result
 
 

@@ -10,8 +10,10 @@ states for one run are decided one after the other against the committed current
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -21,7 +23,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import IntegrityError
 
 from nbflow.exceptions import FlowRunNotFound, NotFound, ObjectAlreadyExists, ValidationError
-from nbflow.orchestration.store import batch, claims, rows
+from nbflow.orchestration.store import batch, claims, due, rows
 from nbflow.orchestration.store import deployments as deployments_tx
 from nbflow.orchestration.store import flow_runs as flow_runs_tx
 from nbflow.orchestration.store.bulk import bulk_execute_rows
@@ -31,6 +33,7 @@ from nbflow.orchestration.store.database import (
     run_with_retry,
     write_engine,
 )
+from nbflow.orchestration.store.log_order import lock_log_streams
 from nbflow.orchestration.store.tables import (
     artifacts,
     deployments,
@@ -61,6 +64,8 @@ __all__ = ["UPDATABLE_FLOW_RUN_FIELDS", "Store"]
 
 T = TypeVar("T")
 
+logger = logging.getLogger("nbflow.store")
+
 #: Fields ``update_flow_run`` may change; states change only through the gate.
 UPDATABLE_FLOW_RUN_FIELDS = frozenset(
     {
@@ -84,6 +89,7 @@ class Store:
         self.engine = engine
         self._writer = write_engine(engine)
         self.dialect = engine.dialect.name
+        self._due_listeners: list[due.DueListener] = []
         in_memory = self.dialect == "sqlite" and engine.url.database in (None, "", ":memory:")
         # An in-memory SQLite database is one shared connection: serialize its users.
         self._lock: contextlib.AbstractContextManager[Any] = (
@@ -123,9 +129,37 @@ class Store:
     def _write(self, fn: Callable[[sa.Connection], T]) -> T:
         def attempt() -> T:
             with self._lock, self._writer.begin() as conn:
-                return fn(conn)
+                due.take_noted(conn)  # what a failed earlier attempt left on the connection
+                result = fn(conn)
+                noted = due.take_noted(conn)
+            # Committed: runs this transaction made due can be claimed now.
+            if noted:
+                self._tell_due(min(noted))
+            return result
 
         return run_with_retry(attempt)
+
+    def add_due_listener(self, listener: due.DueListener) -> Callable[[], None]:
+        """Call ``listener(expected start)`` after each commit that made a batch run due
+        (or scheduled one), in the committing thread; return the function that removes it.
+
+        Only this process's writes are seen; other processes' reach a PostgreSQL
+        ``LISTEN`` on the channel of :mod:`~nbflow.orchestration.store.due`.
+        """
+        self._due_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._due_listeners:
+                self._due_listeners.remove(listener)
+
+        return remove
+
+    def _tell_due(self, at: datetime) -> None:
+        for listener in list(self._due_listeners):
+            try:
+                listener(at)
+            except Exception:
+                logger.exception("due-run listener %r failed", listener)
 
     def read_transaction(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run ``fn(conn)`` as one read transaction (for stores of other tables, e.g.
@@ -486,7 +520,13 @@ class Store:
             return
         log_rows = batch.log_params(logs_, sqlite=self.dialect == "sqlite")
         try:
-            self._write(lambda c: bulk_execute_rows(c, _LOG_INSERT, logs, batch.LOG_KEYS, log_rows))
+            run_ids = {entry.flow_run_id for entry in logs_}
+
+            def tx(c: sa.Connection) -> None:
+                lock_log_streams(c, run_ids)  # ids visible in order: the cursor skips none
+                bulk_execute_rows(c, _LOG_INSERT, logs, batch.LOG_KEYS, log_rows)
+
+            self._write(tx)
         except IntegrityError:
             self._raise_missing_runs(entry.flow_run_id for entry in logs_)
             raise
