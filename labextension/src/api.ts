@@ -164,6 +164,8 @@ export interface FlowRun {
   mode: 'python' | 'interactive' | 'batch';
   /** The run this one retries (a Retry or a resumed interactive run). */
   retry_of?: string | null;
+  /** The pipeline run that started this one (`run_notebook`). */
+  parent_flow_run_id?: string | null;
   created: string;
   updated: string;
 }
@@ -353,6 +355,7 @@ export interface NbflowEvent {
 
 export interface RunFilter {
   view?: 'history' | 'upcoming';
+  parentFlowRunIds?: string[];
   stateTypes?: StateType[];
   flowNames?: string[];
   deploymentIds?: string[];
@@ -452,6 +455,7 @@ export class NbflowApi {
           flow_names: filter.flowNames,
           deployment_ids: filter.deploymentIds,
           view: filter.view,
+          parent_flow_run_ids: filter.parentFlowRunIds,
           limit: filter.limit,
           offset: filter.offset
         })

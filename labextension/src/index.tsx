@@ -63,6 +63,21 @@ function formDialog(
   return dialog.launch().then(() => undefined);
 }
 
+/** A run's notebook path relative to the server root (where the document manager looks). */
+function serverRelative(notebookPath: string | null | undefined): string {
+  if (!notebookPath) {
+    throw new Error('this run has no notebook file to open');
+  }
+  if (!notebookPath.startsWith('/')) {
+    return notebookPath;
+  }
+  const root = (PageConfig.getOption('serverRoot') || '').replace(/\/+$/, '');
+  if (root && notebookPath.startsWith(root + '/')) {
+    return notebookPath.slice(root.length + 1);
+  }
+  throw new Error(`${notebookPath} is outside the Jupyter server's root (${root || 'unknown'})`);
+}
+
 function outputPath(run: FlowRun): string {
   const safe = (run.flow_name ?? 'flow').replace(/[^A-Za-z0-9_.-]+/g, '_');
   return `nbflow-outputs/${safe}-${run.name.replace(/[^A-Za-z0-9_.-]+/g, '_')}-${run.id.slice(0, 8)}.ipynb`;
@@ -137,6 +152,48 @@ const plugin: JupyterFrontEndPlugin<void> = {
         docManager.openOrReveal(path);
       },
       schedule: path => schedule(path),
+      openInNotebook: async (run: FlowRun) => {
+        const path = serverRelative(run.notebook_path);
+        const widget = docManager.openOrReveal(path);
+        if (!(widget instanceof NotebookPanel)) {
+          throw new Error(`${path} did not open as a notebook`);
+        }
+        await widget.sessionContext.ready;
+        const kernel = widget.sessionContext.session?.kernel;
+        if (!kernel) {
+          throw new Error(`${path} has no kernel: start one and try again`);
+        }
+        // The run's parameters (with the flow's defaults for those it did not give) as
+        // variables, then the persisted outputs of its task cells.
+        const flow = (await api.listFlows()).find(f => f.id === run.flow_id);
+        const values: Record<string, unknown> = {};
+        for (const [name, prop] of Object.entries(flow?.parameters_schema.properties ?? {})) {
+          if (prop.default !== undefined) {
+            values[name] = prop.default;
+          }
+        }
+        Object.assign(values, run.parameters);
+        const params = JSON.stringify(JSON.stringify(values));
+        const code = [
+          '%load_ext nbflow',
+          'import json as _nbflow_json',
+          `globals().update(_nbflow_json.loads(${params}))`,
+          'del _nbflow_json',
+          `%nbflow load ${run.id}`
+        ].join('\n');
+        let text = `parameters: ${Object.entries(values).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join(', ') || 'none'}\n`;
+        const future = kernel.requestExecute({ code, store_history: false });
+        future.onIOPub = msg => {
+          const content = msg.content as { text?: string; ename?: string; evalue?: string };
+          if (msg.header.msg_type === 'stream' && content.text) {
+            text += content.text;
+          } else if (msg.header.msg_type === 'error') {
+            text += `${content.ename}: ${content.evalue}\n`;
+          }
+        };
+        await future.done;
+        return text;
+      },
       viewOutput: async (run: FlowRun) => {
         if (!rendermime) {
           return ctx.openOutput(run);

@@ -32,7 +32,17 @@ export function RunDetail(props: {
   const [logLevel, setLogLevel] = React.useState(0);
   const [logTask, setLogTask] = React.useState('');
   const [artifacts, setArtifacts] = React.useState<Artifact[]>([]);
+  const [children, setChildren] = React.useState<FlowRun[]>([]);
+  const [loaded, setLoaded] = React.useState<string | null>(null);
   const terminal = isTerminal(model.run?.state);
+  // A pipeline's child runs (run_notebook), refreshed while the parent runs.
+  React.useEffect(() => {
+    if (model.run) {
+      ctx.api
+        .listRuns({ parentFlowRunIds: [model.run.id], limit: 200 })
+        .then(page => setChildren(page.items), () => setChildren([]));
+    }
+  }, [model.run?.id, model.run?.state?.type, model.graph?.nodes.length]);
   React.useEffect(() => {
     if (model.run && terminal) {
       ctx.api.listArtifacts(model.run.id).then(setArtifacts, () => setArtifacts([]));
@@ -96,6 +106,17 @@ export function RunDetail(props: {
       setBusy(null);
     }
   };
+  const openInNotebook = async () => {
+    setBusy('open');
+    try {
+      setLoaded(await ctx.openInNotebook(run));
+      setActionError(null);
+    } catch (err) {
+      setActionError((err as Error).message);
+    } finally {
+      setBusy(null);
+    }
+  };
   const viewOutput = async (r: FlowRun) => {
     setBusy('output');
     try {
@@ -153,6 +174,16 @@ export function RunDetail(props: {
             >
               Open as notebook
             </button>
+            {run.notebook_path && (
+              <button
+                className="jp-Button jp-mod-styled nbflow-open-in-notebook"
+                title="Open the notebook in a kernel with this run's parameters and its completed task cells' variables loaded (debug at the failed cell)"
+                disabled={busy !== null}
+                onClick={() => void openInNotebook()}
+              >
+                Open in notebook
+              </button>
+            )}
             <button
               className="jp-Button jp-mod-styled nbflow-retry"
               title="Run again as a new run linked to this one (parameters can be changed)"
@@ -164,6 +195,17 @@ export function RunDetail(props: {
           </>
         )}
       </div>
+      {loaded && (
+        <div className="nbflow-loaded">
+          <div>
+            Loaded into the notebook's kernel:{' '}
+            <button className="jp-Button nbflow-loaded-close" onClick={() => setLoaded(null)}>
+              ✕
+            </button>
+          </div>
+          <pre className="nbflow-diff">{loaded}</pre>
+        </div>
+      )}
       {strayKernel && (
         <div className="nbflow-warning nbflow-stray-kernel">
           Its kernel ignored the interrupt and may still be executing the cell.{' '}
@@ -184,6 +226,16 @@ export function RunDetail(props: {
           <tr><th>Started</th><td>{formatTime(run.start_time ?? run.expected_start_time)}</td></tr>
           <tr><th>Duration</th><td>{formatDuration(runDuration(run, now))}</td></tr>
           <tr><th>Attempts</th><td>{run.run_count}</td></tr>
+          {run.parent_flow_run_id && (
+            <tr>
+              <th>Pipeline</th>
+              <td>
+                <a href="#" className="nbflow-link nbflow-parent-run" onClick={e => { e.preventDefault(); props.onOpenRun(run.parent_flow_run_id!); }}>
+                  {run.parent_flow_run_id.slice(0, 8)}
+                </a>
+              </td>
+            </tr>
+          )}
           {run.retry_of && (
             <tr>
               <th>Retry of</th>
@@ -255,6 +307,27 @@ export function RunDetail(props: {
         </div>
       ) : (
         <div className="nbflow-dim">no task runs yet</div>
+      )}
+      {children.length > 0 && (
+        <>
+          <h3>Child runs</h3>
+          <table className="nbflow-kv nbflow-children">
+            <tbody>
+              {children.map(c => (
+                <tr key={c.id} data-run-id={c.id}>
+                  <th>
+                    <a href="#" className="nbflow-link" onClick={e => { e.preventDefault(); props.onOpenRun(c.id); }}>
+                      {c.name}
+                    </a>
+                  </th>
+                  <td>
+                    <StateBadge state={c.state} /> <span className="nbflow-dim">{c.flow_name} · {formatDuration(runDuration(c, now))}</span>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </>
       )}
       {artifacts.length > 0 && (
         <>

@@ -26,6 +26,11 @@ export interface PanelContext {
   runNow: (deploymentId: string) => Promise<void>;
   /** Open the schedule dialog of a notebook (it edits the notebook's deployment if any). */
   schedule: (path: string) => Promise<void>;
+  /**
+   * Open the run's notebook with the run's parameters set and its completed task cells'
+   * variables loaded into the kernel (`%nbflow load`); answers what the kernel printed.
+   */
+  openInNotebook: (run: FlowRun) => Promise<string>;
   /** Show a run's output notebook read-only in a main-area tab (no kernel). */
   viewOutput: (run: FlowRun) => Promise<void>;
   /** Ask for a retry of a finished run (a form); the new run, or null if abandoned. */

@@ -125,6 +125,13 @@ test.describe('run page, compare, upcoming and alerts', () => {
     await panel.locator(`.nbflow-run-row[data-run-id="${failed.id}"]`).click();
     const detail = panel.locator('.nbflow-detail');
     await expect(detail.locator('svg.nbflow-graph .nbflow-graph-node[data-task="report"]')).toHaveAttribute('data-state', 'FAILED');
+    // debug it: the notebook in a kernel with the run's parameters and completed cells loaded
+    await detail.locator('button.nbflow-open-in-notebook').click();
+    await expect(detail.locator('.nbflow-loaded')).toContainText('extract', { timeout: 90000 });
+    await page.notebook.addCell('code', 'print("debug", rows, fail)');
+    await page.notebook.runCell(3, { inplace: true });
+    await expect((await page.notebook.getCellOutputLocator(3))!).toContainText('debug [1, 2, 3] True');
+    await panel.screenshot({ path: `${SHOTS}/panel-open-in-notebook.png` });
     await detail.locator('button.nbflow-retry').click();
     const form = page.locator('.nbflow-retry-form');
     await expect(form.locator('input[name="from_failed"]')).toBeChecked();
@@ -138,6 +145,25 @@ test.describe('run page, compare, upcoming and alerts', () => {
     expect(await finished(page, newId)).toBe('COMPLETED');
     await expect(repaired.locator('svg.nbflow-graph .nbflow-graph-node[data-task="extract"]')).toContainText('Cached');
     await expect(repaired.locator('svg.nbflow-graph .nbflow-graph-node[data-task="report"]')).toContainText('Completed');
+    await expect(repaired.locator('.nbflow-kv').first()).toContainText(`1 task cell restored from flow run ${failed.id}`);
+  });
+
+  test('a pipeline run lists its child runs, and a child links to its pipeline', async ({ page }) => {
+    const flow = await post(page.request, '/flows', { name: 'pipeline_page_demo' });
+    const parent = await post(page.request, '/flow_runs', { flow_id: flow.id, name: 'the-pipeline', state: { type: 'SCHEDULED' } });
+    const child = await post(page.request, '/flow_runs', {
+      flow_id: flow.id,
+      name: 'a-child',
+      parent_flow_run_id: parent.id,
+      state: { type: 'SCHEDULED' }
+    });
+    const panel = await openPanel(page);
+    await panel.locator(`.nbflow-run-row[data-run-id="${parent.id}"]`).click();
+    const detail = panel.locator('.nbflow-detail');
+    const row = detail.locator(`.nbflow-children tr[data-run-id="${child.id}"]`);
+    await expect(row).toContainText('a-child');
+    await row.locator('a').click();
+    await expect(panel.locator(`.nbflow-detail[data-run-id="${child.id}"] .nbflow-parent-run`)).toHaveText(parent.id.slice(0, 8));
   });
 
   test('the Upcoming view lists the next scheduled runs apart from history', async ({ page, tmpPath }) => {
