@@ -387,7 +387,7 @@ def _execute_notebook(
                     km=km,
                     nbflow_reporter=reporter,
                 )
-                final = Completed()  # its message is counted once the kernel flushed
+                final = Completed(message=completed_message(client, run_id, reporter))
             except PapermillExecutionError as exc:
                 # papermill already wrote the output notebook with the error marked.
                 if reporter.terminated.is_set():
@@ -410,10 +410,6 @@ def _execute_notebook(
     # A graceful shutdown lets the kernel flush its recorder: every task run is in the
     # store before the run's terminal state is.
     _shutdown(km, graceful=_uses_nbflow(prepared), flow_run_id=run_id)
-    if final.type is StateType.COMPLETED:
-        # Counted after the graceful shutdown: the restored (Cached) task runs the kernel
-        # recorded are in the store by now, so "N restored" is never missed.
-        final = Completed(message=completed_message(client, run_id, reporter))
     if whole is not None:
         _end_notebook_task(client, whole, final)
     # The run's token dies with its terminal state: the output (its nbflow summary

@@ -154,10 +154,6 @@ def test_repair_through_the_server(server: LiveServer, tmp_path: Path) -> None:
         assert tasks["extract"].state is not None and tasks["extract"].state.name == "Cached"
         assert tasks["double"].state is not None and tasks["double"].state.name == "Cached"
         assert tasks["report"].state is not None and tasks["report"].state.name == "Completed"
-        # Counted once the kernel's recorder flushed: the restored cells are named.
-        final = client.read_flow_run(UUID(new)).state
-        assert final is not None and final.message is not None
-        assert f"2 task cells restored from flow run {old}" in final.message, final.message
         notebook: dict[str, Any] = json.loads(
             run_cli(server, "runs", "output", new, "-o", "-", cwd=tmp_path).out
         )
