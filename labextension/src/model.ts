@@ -67,6 +67,20 @@ export function isUpcoming(run: FlowRun, now: number = Date.now()): boolean {
   return run.state?.type === 'SCHEDULED' && !!at && Date.parse(at) > now;
 }
 
+function stateTime(run: FlowRun): number {
+  return run.state?.timestamp ? Date.parse(run.state.timestamp) : NaN;
+}
+
+/** Whether `run`'s state is strictly newer than `than`'s (unknown times: no). */
+function isNewer(run: FlowRun, than: FlowRun): boolean {
+  return stateTime(run) > stateTime(than) || (!than.state && !!run.state);
+}
+
+/** Whether `run`'s state is strictly older than `than`'s. */
+function isOlder(run: FlowRun, than: FlowRun): boolean {
+  return stateTime(run) < stateTime(than);
+}
+
 /** One page of flow runs matching a filter, kept up to date. */
 export class RunsModel {
   readonly changed = new Changed();
@@ -87,6 +101,8 @@ export class RunsModel {
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private disposed = false;
   private generation = 0;
+  /** Run events received while a refresh is in flight: newer than the page it brings. */
+  private inFlight: FlowRun[] | null = null;
 
   constructor(
     private readonly api: NbflowApi,
@@ -107,6 +123,7 @@ export class RunsModel {
   async refresh(): Promise<void> {
     const generation = ++this.generation;
     this.loading = true;
+    this.inFlight = this.inFlight ?? [];
     try {
       const page = await this.api.listRuns({
         stateTypes: this.filter.stateTypes.length ? this.filter.stateTypes : undefined,
@@ -121,6 +138,11 @@ export class RunsModel {
       this.items = page.items;
       this.total = page.total;
       this.error = null;
+      // The page was read before these events were sent (a run cancelled by its kernel
+      // while the list was loading): the page must not take a run back to an older state.
+      const late = this.inFlight ?? [];
+      this.inFlight = null;
+      late.forEach(run => this.keepNewer(run));
     } catch (err) {
       if (generation === this.generation) {
         this.error = String((err as Error).message ?? err);
@@ -128,9 +150,24 @@ export class RunsModel {
     } finally {
       if (generation === this.generation) {
         this.loading = false;
+        this.inFlight = null;
         this.changed.emit();
       }
     }
+  }
+
+  /** Put `run` in place of the page's copy when its state is newer (else keep the page's). */
+  private keepNewer(run: FlowRun): void {
+    const index = this.items.findIndex(r => r.id === run.id);
+    if (index < 0) {
+      return;
+    }
+    if (!isNewer(run, this.items[index])) {
+      return;
+    }
+    this.items = this.matches(run)
+      ? [...this.items.slice(0, index), run, ...this.items.slice(index + 1)]
+      : [...this.items.slice(0, index), ...this.items.slice(index + 1)];
   }
 
   setFilter(filter: Partial<RunsFilter>): Promise<void> {
@@ -165,7 +202,11 @@ export class RunsModel {
       return false;
     }
     const run = event.flow_run;
+    this.inFlight?.push(run);
     const index = this.items.findIndex(r => r.id === run.id);
+    if (index >= 0 && isOlder(run, this.items[index])) {
+      return false; // events of one run sent from two threads can arrive out of order
+    }
     if (index >= 0) {
       if (this.matches(run)) {
         this.items = [...this.items.slice(0, index), run, ...this.items.slice(index + 1)];
@@ -305,8 +346,10 @@ export class RunDetailModel {
         this.api.getRunStates(this.runId),
         this.api.getGraph(this.runId)
       ]);
-      this.run = run;
-      this.states = states;
+      // an event may have brought a newer state while these were loading: keep it
+      const newer = this.run && isNewer(this.run, run) ? this.run : null;
+      this.run = newer ?? run;
+      this.states = newer?.state && !states.some(s => s.id === newer.state!.id) ? [...states, newer.state] : states;
       this.graph = graph;
       await this.fetchLogs();
       this.error = null;
@@ -339,7 +382,9 @@ export class RunDetailModel {
       return false;
     }
     if (event.type === 'flow_run_state' && event.flow_run) {
-      this.run = event.flow_run;
+      if (!this.run || !isOlder(event.flow_run, this.run)) {
+        this.run = event.flow_run;
+      }
       if (event.state && !this.states.some(s => s.id === event.state!.id)) {
         this.states = [...this.states, event.state];
       }

@@ -83,6 +83,31 @@ describe('RunsModel', () => {
     expect(model.items[2].state?.type).toBe('CANCELLED');
   });
 
+  it('keeps a state an event brought while a refresh was loading (the page read before it)', async () => {
+    const shown = await api.createFlowRun({ flow_id: flow.id, name: 'race', state: { type: 'SCHEDULED' } });
+    // the list is read now (Scheduled) but answers only after the run was cancelled
+    let answer: () => void = () => undefined;
+    const slow = Object.create(api) as NbflowApi;
+    slow.listRuns = async (...args: Parameters<NbflowApi['listRuns']>) => {
+      const page = await api.listRuns(...args);
+      await new Promise<void>(resolve => (answer = resolve));
+      return page;
+    };
+    const model = new RunsModel(slow, { pageSize: 10 });
+    const loading = model.setFilter({ flowName: 'model_flow' });
+    await new Promise(resolve => setTimeout(resolve, 200));
+    await api.cancelRun(shown.id);
+    const cancelled = await api.getRun(shown.id);
+    model.applyEvent({ type: 'flow_run_state', flow_run_id: cancelled.id, flow_run: cancelled });
+    answer();
+    await loading;
+    const row = model.items.find(r => r.id === shown.id);
+    expect(row?.state?.type).toBe('CANCELLED');
+    // an event that arrives after a newer one (sent from another thread) is ignored
+    expect(model.applyEvent({ type: 'flow_run_state', flow_run_id: shown.id, flow_run: shown })).toBe(false);
+    expect(model.items.find(r => r.id === shown.id)?.state?.type).toBe('CANCELLED');
+  });
+
   it('goes live on the socket, forwards its events, falls back to polling when it closes', async () => {
     const model = new RunsModel(api, { pageSize: 10 });
     await model.setFilter({ flowName: 'model_flow' });
