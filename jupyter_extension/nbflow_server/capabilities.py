@@ -56,6 +56,9 @@ class RunAccess(enum.Enum):
     PATH = "path"
     #: Allowed; the handler checks every object it touches belongs to the token's run.
     CHECKED = "checked"
+    #: Allowed when the path's ``flow_run_id`` is the token's run or one of its child runs
+    #: (``parent_flow_run_id`` is the token's run: a pipeline following its children).
+    CHILD = "child"
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,8 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         "FlowRunHandler.get",
         "GET /flow_runs/{flow_run_id}",
-        RunAccess.PATH,
-        "read its own run",
+        RunAccess.CHILD,
+        "read its own run and its child runs",
     ),
     Capability(
         "FlowRunHandler.patch",
@@ -94,6 +97,21 @@ CAPABILITIES: tuple[Capability, ...] = (
         RunAccess.PATH,
         "propose its run's state along the transitions table below; never `force`",
         replayable=True,
+    ),
+    Capability(
+        "ChildRunsHandler.post",
+        "POST /flow_runs/{flow_run_id}/children",
+        RunAccess.PATH,
+        "start a child run of its run (`run_notebook`): a notebook and its parameters; the "
+        "child runs on its run's runner with its run's job variables (choosing `runner` or "
+        "`job_variables` is 403) and may register the child's flow only when it is new or "
+        "its parameters are unchanged",
+    ),
+    Capability(
+        "FlowRunCancelHandler.post",
+        "POST /flow_runs/{flow_run_id}/cancel",
+        RunAccess.CHILD,
+        "cancel its child runs (not its own run, not another run)",
     ),
     Capability(
         "FlowRunHeartbeatHandler.post",
@@ -135,7 +153,8 @@ CAPABILITIES: tuple[Capability, ...] = (
         "TaskRunsHandler.get",
         "GET /task_runs",
         RunAccess.CHECKED,
-        "list its run's task runs (`flow_run_ids` must be exactly its run)",
+        "list its run's task runs, or one child run's (`flow_run_ids` must be exactly its "
+        "run or one of its child runs)",
     ),
     Capability(
         "TaskRunBatchHandler.post",

@@ -20,9 +20,9 @@ import secrets
 from pathlib import Path
 from uuid import UUID
 
-__all__ = ["RUN_TOKEN_PREFIX", "RunTokenSigner", "load_or_create_secret"]
+from nbflow.client.http import RUN_TOKEN_PREFIX
 
-RUN_TOKEN_PREFIX = "nbflow-run."
+__all__ = ["RUN_TOKEN_PREFIX", "RunTokenSigner", "load_or_create_secret"]
 
 
 def load_or_create_secret(path: Path) -> bytes:

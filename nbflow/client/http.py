@@ -66,6 +66,11 @@ _claimed = TypeAdapter(list[ClaimedRun])
 _limits = TypeAdapter(list[ConcurrencyLimit])
 
 
+#: How a run token starts (``nbflow_server.tokens`` mints them; a process holding one is a
+#: run the server dispatched).
+RUN_TOKEN_PREFIX = "nbflow-run."
+
+
 class APIError(NbflowError):
     """The server refused a request for a reason with no nbflow exception (403, 5xx, ...).
 
@@ -390,6 +395,20 @@ class HTTPClient(Client):
             )
         except ObjectAlreadyExists as exc:  # 409: the run has not finished
             raise TransitionRejected(flow_run_id, "retry", None, str(exc)) from None
+        return FlowRun.model_validate(data)
+
+    def start_child_run(self, parent_flow_run_id: UUID, request: dict[str, Any]) -> FlowRun:
+        """Ask the server to start a child run of a running pipeline run (Scheduled, for
+        its dispatcher): ``POST /flow_runs/{id}/children``.  Send an ``idempotency_key``:
+        the request is then safe to replay after a lost answer."""
+        data = self._request(
+            "POST",
+            f"flow_runs/{parent_flow_run_id}/children",
+            json=request,
+            kind="flow run",
+            key=parent_flow_run_id,
+            retry="always" if request.get("idempotency_key") else "connect",
+        )
         return FlowRun.model_validate(data)
 
     def mint_run_token(self, flow_run_id: UUID) -> str:

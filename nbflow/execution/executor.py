@@ -338,13 +338,18 @@ def _execute(
         km.shutdown_kernel(now=True)  # the pre-started kernel is the wrong language
         km = None
     uses_magics = _uses_nbflow_magics(prepared)
+    # The kernel works in the notebook's folder, as in JupyterLab (relative paths, sibling
+    # notebooks of a pipeline), whether it starts now or was started before the run.
+    notebook_dir = str(Path(nb_path).resolve().parent) if nb_path else None
     if km is None:
         km = new_kernel_manager(kernel_name)
-        km.start_kernel(cwd=str(Path(nb_path).resolve().parent) if nb_path else None)
+        km.start_kernel(cwd=notebook_dir)
         if uses_magics:
             _configure_kernel(km, {}, None, start_timeout, load_nbflow=True)
-    elif setup[0] or setup[1] or uses_magics:
-        _configure_kernel(km, setup[0], setup[1], start_timeout, load_nbflow=uses_magics)
+    else:
+        cwd = notebook_dir or setup[1]
+        if setup[0] or cwd or uses_magics:
+            _configure_kernel(km, setup[0], cwd, start_timeout, load_nbflow=uses_magics)
 
     try:
         return _execute_notebook(

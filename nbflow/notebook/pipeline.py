@@ -8,6 +8,11 @@ follows it, and stops it when the child or the caller's own run turns Cancelling
 lifecycle's cancel of a parent cancels its unfinished children), when the caller is
 interrupted, or when ``timeout`` passes.
 
+In a run the server dispatched (its process holds a run token, which may not launch
+runs), the server starts the child instead: ``POST /flow_runs/{id}/children`` creates it
+on the parent's runner with the parent's job variables, the server's dispatcher launches
+it, and the caller follows it and cancels it when it must stop.
+
 A child declares what it hands back with ``%%flow NAME --outputs a,b``; the values are read
 from the persisted outputs of its completed ``%%task`` cells (the results every batch run
 persists for a repair, :mod:`nbflow.notebook.load`), so an output must be assigned in a
@@ -25,14 +30,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from nbflow.exceptions import NbflowError, ValidationError
+from nbflow.notebook import document as nbs
 from nbflow.schemas import FlowRun, TaskRunFilter
 from nbflow.states import StateType
 
 if TYPE_CHECKING:
     from nbflow.client.base import Client
+    from nbflow.notebook.batch_runs import NotebookRunSpec
     from nbflow.runners.base import Runner
 
 __all__ = ["NotebookRun", "NotebookRunFailed", "NotebookRunFuture", "run_notebook"]
@@ -151,56 +158,146 @@ def _run(
     child: _Child,
 ) -> NotebookRun:
     from nbflow.client import get_client
-    from nbflow.notebook import document as nbs
-    from nbflow.notebook.batch_runs import create_notebook_run, prepare_notebook
-    from nbflow.runners import get_runner
+    from nbflow.notebook.batch_runs import prepare_notebook
 
     with child:
         spec = prepare_notebook(path)
         flow_cell = nbs.find_flow_cell(nbs.read_notebook(spec.path), source=str(spec.path))
         outputs = _declared_outputs(flow_cell.args if flow_cell is not None else ())
         client = get_client()
-        name = runner_name or "subprocess"
-        cls = get_runner(name)
-        # A subprocess child's output goes to the log, not into the caller's cell.
-        extra: dict[str, Any] = {"output": _child_output} if name == "subprocess" else {}
-        runner = cls(client=client, **extra)
-        try:
-            try:
-                run = create_notebook_run(
-                    client,
-                    spec,
-                    dict(parameters or {}),
-                    runner=name,
-                    job_variables=job_variables,
-                    parent_flow_run_id=parents[0],
-                    parent_task_run_id=parents[1],
-                    message=f"launched by run_notebook from flow run {parents[0]}"
-                    if parents[0]
-                    else "launched by run_notebook",
-                )
-            except NbflowError as exc:
-                if getattr(exc, "status_code", None) != 403:
-                    raise
-                raise NbflowError(
-                    f"run_notebook({str(path)!r}): the server refused to create the child run "
-                    f"({exc}). A run dispatched by the server holds a run token, which may not "
-                    "create runs: run the pipeline with `nbflow run` or in a kernel for now"
-                ) from exc
-            infrastructure_id = runner.submit(run)
-            client.update_flow_run(run.id, infrastructure_id=infrastructure_id)
-            logger.info("child flow run %s of %s launched (%s)", run.id, spec.path, name)
-            try:
-                _follow(client, runner, run.id, infrastructure_id, parents[0], timeout, child)
-            except BaseException:
-                runner.cancel(client.read_flow_run(run.id), grace_seconds=CANCEL_GRACE_SECONDS)
-                raise
-            final = client.read_flow_run(run.id)
-        finally:
-            runner.close()
+        if parents[0] is not None and _holds_run_token(client):
+            final = _dispatch(
+                client, spec, parameters, runner_name, job_variables, timeout, parents, child
+            )
+        else:
+            final = _launch(
+                client, spec, parameters, runner_name, job_variables, timeout, parents, child
+            )
         if final.state is None or final.state.type is not StateType.COMPLETED:
             raise _failure(client, str(spec.path), final)
         return NotebookRun(final, _read_outputs(client, str(spec.path), final, outputs))
+
+
+def _holds_run_token(client: Client) -> bool:
+    """Whether this process reports with a run token (a run the server dispatched)."""
+    from nbflow.client.http import RUN_TOKEN_PREFIX, HTTPClient
+    from nbflow.settings import get_settings
+
+    token = get_settings().api_token or ""
+    return isinstance(client, HTTPClient) and token.startswith(RUN_TOKEN_PREFIX)
+
+
+def _launch(
+    client: Client,
+    spec: NotebookRunSpec,
+    parameters: Mapping[str, Any] | None,
+    runner_name: str | None,
+    job_variables: Mapping[str, Any] | None,
+    timeout: float | None,
+    parents: tuple[UUID | None, UUID | None],
+    child: _Child,
+) -> FlowRun:
+    """Create the child and run it here, through a runner this process owns."""
+    from nbflow.notebook.batch_runs import create_notebook_run
+    from nbflow.runners import get_runner
+
+    name = runner_name or "subprocess"
+    cls = get_runner(name)
+    # A subprocess child's output goes to the log, not into the caller's cell.
+    extra: dict[str, Any] = {"output": _child_output} if name == "subprocess" else {}
+    runner = cls(client=client, **extra)
+    try:
+        run = create_notebook_run(
+            client,
+            spec,
+            dict(parameters or {}),
+            runner=name,
+            job_variables=job_variables,
+            parent_flow_run_id=parents[0],
+            parent_task_run_id=parents[1],
+            message=f"launched by run_notebook from flow run {parents[0]}"
+            if parents[0]
+            else "launched by run_notebook",
+        )
+        infrastructure_id = runner.submit(run)
+        client.update_flow_run(run.id, infrastructure_id=infrastructure_id)
+        logger.info("child flow run %s of %s launched (%s)", run.id, spec.path, name)
+        try:
+            _follow(client, runner, run.id, infrastructure_id, parents[0], timeout, child)
+        except BaseException:
+            runner.cancel(client.read_flow_run(run.id), grace_seconds=CANCEL_GRACE_SECONDS)
+            raise
+        return client.read_flow_run(run.id)
+    finally:
+        runner.close()
+
+
+def _dispatch(
+    client: Client,
+    spec: NotebookRunSpec,
+    parameters: Mapping[str, Any] | None,
+    runner_name: str | None,
+    job_variables: Mapping[str, Any] | None,
+    timeout: float | None,
+    parents: tuple[UUID | None, UUID | None],
+    child: _Child,
+) -> FlowRun:
+    """Have the server start the child (its dispatcher launches it) and follow it.
+
+    A run the server dispatched holds a run token, which may not launch runs itself: the
+    server creates the child on this run's runner with this run's job variables.
+    """
+    from nbflow.client.http import HTTPClient
+
+    assert isinstance(client, HTTPClient) and parents[0] is not None
+    request: dict[str, Any] = {
+        "notebook": nbs.read_notebook(spec.path),
+        "notebook_path": str(spec.path),
+        "parameters": dict(parameters or {}),
+        "parent_task_run_id": str(parents[1]) if parents[1] else None,
+        "idempotency_key": uuid4().hex,
+    }
+    if runner_name is not None:
+        request["runner"] = runner_name
+    if job_variables is not None:
+        request["job_variables"] = dict(job_variables)
+    run = client.start_child_run(parents[0], request)
+    logger.info("child flow run %s of %s scheduled on the server", run.id, spec.path)
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    try:
+        while True:
+            current = client.read_flow_run(run.id)
+            if current.state is not None and current.state.is_terminal:
+                final: FlowRun = current
+                return final
+            if child.stop.wait(POLL_SECONDS):
+                raise NbflowError(
+                    f"child flow run {run.id} was stopped: its caller was interrupted"
+                )
+            if deadline is not None and time.monotonic() > deadline:
+                raise NbflowError(f"child flow run {run.id} timed out after {timeout} s")
+    except BaseException:
+        _cancel_dispatched(client, run.id)
+        raise
+
+
+def _cancel_dispatched(client: Client, run_id: UUID) -> None:
+    """Cancel a child the server runs and wait a little for it to end (best effort)."""
+    from nbflow.exceptions import TransitionRejected
+
+    try:
+        client.cancel_flow_run(run_id, message="its caller (run_notebook) stopped")
+    except TransitionRejected:
+        return  # already finished (or cancelled with its parent)
+    except Exception:
+        logger.warning("could not cancel child flow run %s", run_id, exc_info=True)
+        return
+    deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+    while time.monotonic() < deadline:
+        state = client.read_flow_run(run_id).state
+        if state is not None and state.is_terminal:
+            return
+        time.sleep(POLL_SECONDS)
 
 
 def _child_output(line: str) -> None:

@@ -21,6 +21,9 @@ over the API.  The store is its persistence; nothing else writes runs.
   retry is a new run with ``retry_of`` set and the same flow, deployment, runner, job
   variables and notebook (parameters the same unless overridden); ``from_failed`` makes
   it a repair that restores the task cells the old run completed (:mod:`.repair`).
+- **start a child** (:meth:`FlowRunLifecycle.create_child_run`): a running pipeline run
+  asks for a Scheduled child run of a notebook; it runs on the parent's runner with the
+  parent's job variables (unless a user chose others) and the dispatcher launches it.
 - **close out**: entering a terminal state ends the run's open task runs in the same
   transaction (:mod:`nbflow.orchestration.store.flow_runs`).
 """
@@ -32,8 +35,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from nbflow.exceptions import TransitionRejected, ValidationError
-from nbflow.orchestration.job_variables import run_job_variables
+from nbflow.exceptions import NotFound, TransitionRejected, ValidationError
+from nbflow.orchestration.job_variables import merge_job_variables, run_job_variables
 from nbflow.orchestration.repair import repair_state, task_runs_of
 from nbflow.orchestration.store import Store
 from nbflow.parameters import validate_parameters
@@ -316,6 +319,79 @@ class FlowRunLifecycle:
                 retry_of=old.id,
                 parent_flow_run_id=old.parent_flow_run_id,
                 parent_task_run_id=old.parent_task_run_id,
+            ),
+            field=field,
+        )
+
+    # -- pipelines -----------------------------------------------------------------------
+    def create_child_run(
+        self,
+        parent_flow_run_id: UUID,
+        flow: Flow,
+        *,
+        notebook_path: str,
+        parameters: Mapping[str, Any] | None = None,
+        parent_task_run_id: UUID | None = None,
+        runner: str | None = None,
+        job_variables: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        field: str = "parameters",
+    ) -> FlowRun:
+        """Create a Scheduled child run of ``flow``'s notebook for a running parent run.
+
+        This is how a pipeline dispatched by a server starts a child (``run_notebook`` in
+        a run holding a run token): the dispatcher launches the child like any run, so
+        the parent's process needs no rights beyond asking.  The child runs on the
+        parent's runner and with the parent's job variables (its deployment's and its
+        own), unless ``runner``/``job_variables`` are given (a user's request), in the
+        notebook's directory.  ``flow`` is registered (or updated) by name.
+        """
+        parent = self.store.read_flow_run(parent_flow_run_id)
+        if parent.state is None or parent.state.type is not StateType.RUNNING:
+            raise TransitionRejected(
+                parent.id,
+                "start a child run",
+                parent.state.name if parent.state else None,
+                "only a Running flow run starts child runs",
+            )
+        if parent_task_run_id is not None:
+            owner = self.store.read_task_run_owners([parent_task_run_id]).get(parent_task_run_id)
+            if owner is not None and owner != parent.id:
+                raise ValidationError(
+                    "parent_task_run_id",
+                    parent_task_run_id,
+                    f"is a task run of flow run {owner}, not of the parent {parent.id}",
+                    "name the parent's calling task run, or none",
+                )
+        if job_variables is None:
+            inherited: dict[str, Any] = {}
+            if parent.deployment_id is not None:
+                inherited = dict(self.store.read_deployment(parent.deployment_id).job_variables)
+            variables = merge_job_variables(inherited, parent.job_variables)
+        else:
+            variables = dict(job_variables)
+        folder = notebook_path.rpartition("/")[0]
+        if folder:
+            variables["working_dir"] = folder
+        try:
+            stored = self.store.read_flow_by_name(flow.name)
+        except NotFound:
+            stored = None
+        if stored is None or stored.parameters_schema != flow.parameters_schema:
+            stored = self.store.create_flow(flow)
+        return self._create(
+            FlowRunCreate(
+                flow_id=stored.id,
+                parameters=dict(parameters or {}),
+                state=Scheduled(message=f"a child run of flow run {parent.id} (run_notebook)"),
+                runner=runner or parent.runner or self.default_runner,
+                job_variables=variables,
+                notebook_path=notebook_path,
+                mode="batch",
+                # Scoped to the parent: a key never finds another run's child.
+                idempotency_key=f"child:{parent.id}:{idempotency_key}" if idempotency_key else None,
+                parent_flow_run_id=parent.id,
+                parent_task_run_id=parent_task_run_id,
             ),
             field=field,
         )

@@ -78,6 +78,8 @@ class Case:
     query: Build | None = None
     #: Which fixture run the request is about (the own-run token is that run's token).
     target: str = "live"
+    #: Whose token is the allowed one, when not the target's (a parent's, for its child).
+    token_of: str | None = None
 
 
 def _notebook_body(t: Target) -> dict[str, Any]:
@@ -126,8 +128,18 @@ CASES: list[Case] = [
         body=lambda t: {"state": _state(Running())},
         target="pending",
     ),
-    Case("post", "/flow_runs/{flow_run_id}/cancel", False, target="cancel_me"),
+    # a run token cancels its child runs only (its own run: 403, tested apart)
+    Case("post", "/flow_runs/{flow_run_id}/cancel", True, target="cancel_me", token_of="live"),
     Case("post", "/flow_runs/{flow_run_id}/retry", False, body=lambda t: {}, target="ended"),
+    Case(
+        "post",
+        "/flow_runs/{flow_run_id}/children",
+        True,
+        body=lambda t: {
+            "notebook": make_notebook(["%%flow walk_child\nx = 1"]),
+            "notebook_path": "/tmp/walk/child.ipynb",
+        },
+    ),
     Case("post", "/flow_runs/{flow_run_id}/heartbeat", True),
     Case("post", "/flow_runs/{flow_run_id}/token", False),
     Case("get", "/flow_runs/{flow_run_id}/states", True),
@@ -225,7 +237,9 @@ def _build_world(app: NbflowApp, root: Path) -> World:
         )
     )
 
-    def run(name: str, *states: State, deployment: Deployment = deployment) -> None:
+    def run(
+        name: str, *states: State, deployment: Deployment = deployment, parent: str | None = None
+    ) -> None:
         created = client.create_flow_run(
             FlowRunCreate(
                 flow_id=deployment.flow_id,
@@ -233,6 +247,7 @@ def _build_world(app: NbflowApp, root: Path) -> World:
                 state=Scheduled(),
                 runner="walk",
                 mode="batch",
+                parent_flow_run_id=world.targets[parent].run.id if parent else None,
             )
         )
         for state in states:
@@ -252,7 +267,7 @@ def _build_world(app: NbflowApp, root: Path) -> World:
     run("ended", Pending(), Running(), Completed())
     run("pending", Pending())
     run("doomed", Pending(), Running())
-    run("cancel_me")
+    run("cancel_me", Pending(), Running(), parent="live")
     run("spare", deployment=spare)
     return world
 
@@ -308,7 +323,7 @@ async def test_every_route_answers_every_caller_as_documented(
             ("forged run token", {"Authorization": forged}, target, False),
             ("other run's token", world.token("other"), target, False),
             ("expired run token", world.token("ended"), ended, False),
-            ("own run's token", world.token(case.target), target, case.run_token),
+            ("own run's token", world.token(case.token_of or case.target), target, case.run_token),
             ("user", {}, target, True),
         ]:
             expect(case, who, await _call(api, jp_ws_fetch, case, about, headers), allowed)

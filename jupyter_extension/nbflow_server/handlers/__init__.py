@@ -13,6 +13,7 @@ from nbflow_server.handlers import (
     logs,
     openapi,
     panel,
+    pipelines,
     task_runs,
 )
 from nbflow_server.handlers.routes import API_PREFIX, ID, Route
@@ -42,6 +43,7 @@ ROUTES: list[Route] = [
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/set_state", flow_runs.FlowRunSetStateHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/cancel", flow_runs.FlowRunCancelHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/retry", flow_runs.FlowRunRetryHandler),
+    Route(f"/flow_runs/(?P<flow_run_id>{ID})/children", pipelines.ChildRunsHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/heartbeat", flow_runs.FlowRunHeartbeatHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/token", flow_runs.FlowRunTokenHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/states", flow_runs.FlowRunStatesHandler),

@@ -282,6 +282,10 @@ def endpoint(
                 )
             if capability.access is RunAccess.PATH and kwargs["flow_run_id"] != str(self.run_scope):
                 self.require_run_scope(None)
+            if capability.access is RunAccess.CHILD and kwargs["flow_run_id"] != str(
+                self.run_scope
+            ):
+                await self.require_child_run(kwargs["flow_run_id"])
             self.token_run = await self._read_token_run(self.run_scope)
             reason = expired_reason(self.token_run)
             if reason is not None and not capability.replayable:
@@ -334,6 +338,22 @@ class NbflowHandler(ExtensionHandlerMixin, APIHandler):
         """With a run token, refuse (403) anything about another run."""
         if self.run_scope is not None and flow_run_id != self.run_scope:
             raise ApiError(403, f"this run token is for flow run {self.run_scope} only")
+
+    async def require_child_run(self, flow_run_id: str | UUID) -> None:
+        """With a run token, refuse (403) a run that is not a child of the token's run."""
+        if self.run_scope is None:
+            return
+        try:
+            rid = flow_run_id if isinstance(flow_run_id, UUID) else UUID(str(flow_run_id))
+            run = await self.call(self.nbflow.lifecycle.store.read_flow_run, rid)
+        except (ValueError, NotFound):
+            self.require_run_scope(None)  # unknown: not one of its children either
+            return
+        if run.parent_flow_run_id != self.run_scope:
+            raise ApiError(
+                403,
+                f"this run token is for flow run {self.run_scope} and its child runs only",
+            )
 
     async def require_own_task_runs(self, task_run_ids: Iterable[UUID | None]) -> set[UUID]:
         """With a run token, refuse (403) a task-run id another run owns; return the stored ones.

@@ -165,6 +165,12 @@ class FlowRunCancelHandler(NbflowHandler):
     async def post(self, flow_run_id: str) -> None:
         rid = self.parse_uuid("flow_run_id", flow_run_id)
         request = self.parse_body(CancelRequest)
+        if self.run_scope is not None and rid == self.run_scope:
+            raise ApiError(
+                403,
+                "a run token cancels only its child runs; its own run is cancelled by the "
+                "user (or ends itself through set_state)",
+            )
         result = await self.call(self.client.cancel_flow_run, rid, message=request.message)
         self.publish(flow_run_event(await self.call(self.client.read_flow_run, rid)))
         self.write_model(result)

@@ -68,7 +68,10 @@ class TaskRunsHandler(NbflowHandler):
     async def get(self) -> None:
         query = self.parse_query(TaskRunQuery)
         if self.run_scope is not None and query.flow_run_ids != [self.run_scope]:
-            self.require_run_scope(None)
+            if query.flow_run_ids is None or len(query.flow_run_ids) != 1:
+                self.require_run_scope(None)
+            else:
+                await self.require_child_run(query.flow_run_ids[0])
         flt = TaskRunFilter(**query.model_dump())
         self.write_model(TaskRunList(items=await self.call(self.client.read_task_runs, flt)))
 
