@@ -34,6 +34,7 @@ before the terminal state is proposed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -246,6 +247,15 @@ def _propose(client: Client, run_id: UUID, state: State) -> tuple[SetStateStatus
         state = state.model_copy(update={"timestamp": now()})
 
 
+def _stop_kernel(terminated: threading.Event, km: Any) -> None:
+    """Stop the run as SIGTERM does: no further cell starts, the running cell is interrupted."""
+    terminated.set()
+    try:
+        km.interrupt_kernel()
+    except Exception:
+        logger.warning("could not interrupt the kernel", exc_info=True)
+
+
 @contextmanager
 def _sigterm_interrupts(terminated: threading.Event, km: Any) -> Iterator[None]:
     """On SIGTERM, set ``terminated`` and interrupt the kernel (the running cell stops).
@@ -258,11 +268,7 @@ def _sigterm_interrupts(terminated: threading.Event, km: Any) -> Iterator[None]:
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        terminated.set()
-        try:
-            km.interrupt_kernel()
-        except Exception:
-            logger.warning("could not interrupt the kernel", exc_info=True)
+        _stop_kernel(terminated, km)
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
@@ -373,6 +379,7 @@ def _execute_notebook(
     run_id = run.id
     out_path.parent.mkdir(parents=True, exist_ok=True)
     reporter = Reporter(client, run_id)
+    reporter.on_cancelling = functools.partial(_stop_kernel, reporter.terminated, km)
     reporter.start()
     NbflowEngine.current = None
     whole = _start_notebook_task(client, run, prepared, flow_name)

@@ -1,6 +1,8 @@
 """Cell output as logs, and heartbeats, shipped from an OS thread of ``nbflow execute``.
 
-A failed heartbeat or log shipment never stops the run: through a server that is down
+The same thread looks at the run's state every few seconds: a run that turned Cancelling
+stops itself (:attr:`Reporter.on_cancelling`) even when no dispatcher, worker or caller is
+left to stop it.  A failed heartbeat or log shipment never stops the run: through a server that is down
 the HTTP client retries (``NBFLOW_API_RETRY_SECONDS``) while the buffer keeps the output
 in order; what the client finally gives up on is logged here and dropped.
 """
@@ -10,11 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
 from nbflow.client import Client
 from nbflow.schemas import Log
+from nbflow.states import StateType
 
 __all__ = ["HEARTBEAT_SECONDS", "LOG_FLUSH_SECONDS", "Reporter"]
 
@@ -24,6 +28,8 @@ logger = logging.getLogger("nbflow.execution.executor")
 HEARTBEAT_SECONDS = 10.0
 #: Seconds between shipments of buffered cell output.
 LOG_FLUSH_SECONDS = 1.0
+#: Seconds between looks at the run's own state (a cancel nobody else acts on).
+CANCEL_CHECK_SECONDS = 2.0
 
 
 class Reporter:
@@ -38,13 +44,17 @@ class Reporter:
         self.cells_done = 0
         #: Set by SIGTERM: no further cell starts.
         self.terminated = threading.Event()
+        #: Called (on this thread) once the run turns Cancelling: the executor stops
+        #: itself, so a run whose owner died (a pipeline's killed caller, a worker that is
+        #: down) still ends Cancelled instead of running on.
+        self.on_cancelling: Callable[[], None] | None = None
 
     def start(self) -> None:
         """Start the shipping thread."""
         self._thread.start()
 
     def _loop(self) -> None:
-        last_beat = 0.0
+        last_beat = last_look = 0.0
         while not self._stop.wait(LOG_FLUSH_SECONDS):
             self.flush()
             if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
@@ -53,6 +63,25 @@ class Reporter:
                     self.client.heartbeat(self.run_id)
                 except Exception:
                     logger.warning("flow run %s: heartbeat failed", self.run_id, exc_info=True)
+            if (
+                self.on_cancelling is not None
+                and time.monotonic() - last_look >= CANCEL_CHECK_SECONDS
+            ):
+                last_look = time.monotonic()
+                self._look_for_cancel()
+
+    def _look_for_cancel(self) -> None:
+        """Stop the run (once) when it turned Cancelling; a failed look waits for the next."""
+        try:
+            state = self.client.read_flow_run(self.run_id).state
+        except Exception:
+            return
+        if state is None or state.type is not StateType.CANCELLING:
+            return
+        callback, self.on_cancelling = self.on_cancelling, None
+        logger.info("flow run %s is Cancelling: stopping its kernel", self.run_id)
+        if callback is not None:
+            callback()
 
     def log(self, message: str, level: int = logging.INFO) -> None:
         """Buffer one log line of the run."""

@@ -149,6 +149,31 @@ def test_cancel_with_grace_ends_cancelled(
     assert states[-2:] == ["Cancelling", "Cancelled"], states
 
 
+def test_a_cancel_nobody_acts_on_stops_the_run_itself(
+    client: EmbeddedClient, write_notebook: Callable[..., Path], tmp_path: Path
+) -> None:
+    # No dispatcher, worker or caller stops it (a pipeline's caller killed outright, a
+    # worker that is down): the run is only marked Cancelling in the store.
+    cells = [
+        *SLEEPY[:2],
+        "import os\npathlib.Path('kernel.pid').write_text(str(os.getpid()))",
+        SLEEPY[2],
+    ]
+    run, runner, infra = _run(client, write_notebook("sleepy.ipynb", cells))
+    _wait_running(client, run, tmp_path / "started")
+    for _ in range(600):
+        if (tmp_path / "kernel.pid").exists():
+            break
+        time.sleep(0.05)
+    kernel_pid = int((tmp_path / "kernel.pid").read_text())
+    client.cancel_flow_run(run.id)
+    assert runner.wait(infra, timeout=120) == 0
+    states = [s.name for s in client.read_flow_run_states(run.id)]
+    assert states[-2:] == ["Cancelling", "Cancelled"], states
+    with pytest.raises(ProcessLookupError):
+        os.kill(kernel_pid, 0)
+
+
 def test_sigkill_is_crashed_with_the_signal(
     client: EmbeddedClient, write_notebook: Callable[..., Path], tmp_path: Path
 ) -> None:
