@@ -281,9 +281,12 @@ class FlowRunFilter(_Model):
     #: Only runs whose expected start is at or after / before these times.
     start_after: datetime | None = None
     start_before: datetime | None = None
+    #: Only runs changed (any field, a state) after this time: what a client that was
+    #: away missed (the events websocket's ``since`` replay); pair with ``updated_asc``.
+    updated_after: datetime | None = None
     limit: int = Field(default=100, ge=1, le=1000)
     offset: int = Field(default=0, ge=0)
-    sort: Literal["created_desc", "expected_start_asc"] = "created_desc"
+    sort: Literal["created_desc", "expected_start_asc", "updated_asc"] = "created_desc"
     #: ``upcoming``: only Scheduled runs not due yet (sorted soonest first unless ``sort``
     #: is given); ``history``: every other run.  None: both.
     view: Literal["history", "upcoming"] | None = None

@@ -157,6 +157,7 @@ export interface FlowRun {
   retry_of?: string | null;
   /** The pipeline run that started this one (`run_notebook`). */
   parent_flow_run_id?: string | null;
+  parent_task_run_id?: string | null;
   created: string;
   updated: string;
 }
@@ -336,8 +337,11 @@ export interface SchedulePreview {
 
 /** A message of the `/events` websocket. */
 export interface NbflowEvent {
-  type: 'flow_run_state' | 'task_run_state' | 'deployment';
+  /** `replay_truncated`: a reconnect's replay had more runs than it sends (re-read). */
+  type: 'flow_run_state' | 'task_run_state' | 'deployment' | 'replay_truncated';
   flow_run_id?: string | null;
+  /** Sent again on reconnect (`?since=`): it happened while the client was away. */
+  replay?: boolean;
   flow_run?: FlowRun | null;
   task_run?: TaskRun | null;
   deployment?: Deployment | null;

@@ -117,12 +117,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const settings: PanelSettings = { ...DEFAULT_SETTINGS };
     const contents = app.serviceManager.contents;
 
-    const openSocket = (): SocketLike => {
-      let url = serverSettings.wsUrl + `${API_PATH}/events`;
+    const openSocket = (since?: string): SocketLike => {
+      const params = new URLSearchParams();
       const token = serverSettings.token || PageConfig.getToken();
       if (token && serverSettings.appendToken) {
-        url += `?token=${encodeURIComponent(token)}`;
+        params.set('token', token);
       }
+      if (since) {
+        params.set('since', since); // the server replays what changed while we were away
+      }
+      const query = params.toString();
+      const url = serverSettings.wsUrl + `${API_PATH}/events` + (query ? `?${query}` : '');
       return new serverSettings.WebSocket(url) as unknown as SocketLike;
     };
 

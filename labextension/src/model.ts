@@ -44,8 +44,8 @@ export interface SocketLike {
 }
 
 export interface LiveOptions {
-  /** Open the events websocket; undefined: poll only. */
-  openSocket?: () => SocketLike;
+  /** Open the events websocket (`since`: replay what changed after that time); undefined: poll only. */
+  openSocket?: (since?: string) => SocketLike;
   /** Seconds between polls when no socket is open (0: never poll). */
   pollSeconds: number;
 }
@@ -101,6 +101,8 @@ export class RunsModel {
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private disposed = false;
   private generation = 0;
+  /** The newest state time an event brought: where a reconnect asks the replay to start. */
+  private lastEventAt: string | null = null;
   /** Run events received while a refresh is in flight: newer than the page it brings. */
   private inFlight: FlowRun[] | null = null;
 
@@ -260,7 +262,7 @@ export class RunsModel {
       }
       let socket: SocketLike;
       try {
-        socket = options.openSocket();
+        socket = options.openSocket(this.lastEventAt ?? undefined);
       } catch {
         poll();
         return;
@@ -277,6 +279,14 @@ export class RunsModel {
           event = JSON.parse(String(msg.data)) as NbflowEvent;
         } catch {
           return; // ignore malformed messages
+        }
+        const at = event.state?.timestamp;
+        if (at && (!this.lastEventAt || Date.parse(at) > Date.parse(this.lastEventAt))) {
+          this.lastEventAt = at;
+        }
+        if (event.type === 'replay_truncated') {
+          void this.refresh(); // away too long for a replay: read the page again
+          return;
         }
         this.applyEvent(event);
         this.eventListeners.forEach(fn => fn(event));

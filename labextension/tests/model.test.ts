@@ -131,6 +131,39 @@ describe('RunsModel', () => {
     expect(socket.closed).toBe(false); // already closed by the server side; stop() only clears timers
   });
 
+  it('reconnects with since= the newest state it saw, and refreshes when the replay was cut', async () => {
+    const model = new RunsModel(api, { pageSize: 10 });
+    await model.setFilter({ flowName: 'model_flow' });
+    const asked: (string | undefined)[] = [];
+    const sockets: (SocketLike & { closed: boolean })[] = [];
+    model.start({
+      openSocket: since => {
+        asked.push(since);
+        const s = { onopen: null, onmessage: null, onclose: null, onerror: null, closed: false, close() { this.closed = true; } };
+        sockets.push(s);
+        return s;
+      },
+      pollSeconds: 3600
+    });
+    sockets[0].onopen!({});
+    const run = await api.createFlowRun({ flow_id: flow.id, name: 'seen-then-away', state: { type: 'SCHEDULED' } });
+    sockets[0].onmessage!({ data: JSON.stringify({ type: 'flow_run_state', flow_run_id: run.id, flow_run: run, state: run.state }) });
+    jest.useFakeTimers();
+    try {
+      sockets[0].onclose!({});
+      jest.advanceTimersByTime(5000);
+    } finally {
+      jest.useRealTimers();
+    }
+    expect(asked).toEqual([undefined, run.state!.timestamp]);
+    let refreshed = 0;
+    model.changed.connect(() => refreshed++);
+    sockets[1].onmessage!({ data: JSON.stringify({ type: 'replay_truncated' }) });
+    await new Promise(resolve => setTimeout(resolve, 300));
+    expect(refreshed).toBeGreaterThan(0);
+    model.stop();
+  });
+
   it('reports an error in the model, not as an exception', async () => {
     const dead = new NbflowApi(() => Promise.reject(new Error('down')));
     const model = new RunsModel(dead);

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
+
+import pytest
+from tornado.httpclient import HTTPClientError
 
 from nbflow.states import Pending, Running, Scheduled
 from nbflow_server import NbflowApp
@@ -77,3 +81,69 @@ async def test_stream_filtered_to_one_run(
         assert event["flow_run_id"] == watched["id"]
     finally:
         ws.close()
+
+
+async def test_a_reconnecting_client_catches_up_with_since(
+    api: Api, jp_ws_fetch: Any, nbflow_app: NbflowApp, monkeypatch: Any
+) -> None:
+    from nbflow_server.handlers import events
+
+    monkeypatch.setattr(events, "REPLAY_MARGIN", timedelta(0))
+
+    def scheduled() -> dict[str, Any]:
+        return json.loads(Scheduled().model_dump_json())  # type: ignore[no-any-return]
+
+    _, flow = await api("POST", "flows", body={"name": "replay"})
+    _, untouched = await api(
+        "POST", "flow_runs", body={"flow_id": flow["id"], "state": scheduled()}
+    )
+    _, changed = await api("POST", "flow_runs", body={"flow_id": flow["id"], "state": scheduled()})
+    await asyncio.sleep(0.05)
+    # the client was away from here on: what it missed is one state change and one new run
+    away_since = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    pending = json.loads(Pending().model_dump_json())
+    await api("POST", "flow_runs", changed["id"], "set_state", body={"state": pending})
+    _, created = await api("POST", "flow_runs", body={"flow_id": flow["id"], "state": scheduled()})
+
+    ws = await jp_ws_fetch(*API, "events", params={"since": away_since.isoformat()})
+    try:
+        first, second = await _next(ws), await _next(ws)
+        assert [first["flow_run_id"], second["flow_run_id"]] == [changed["id"], created["id"]]
+        assert first["replay"] is True and first["state"]["type"] == "PENDING"
+        # then the live stream, with nothing lost in between
+        running = json.loads(Running().model_dump_json())
+        await api("POST", "flow_runs", changed["id"], "set_state", body={"state": running})
+        live = await _next(ws)
+        assert live["flow_run_id"] == changed["id"] and live["state"]["type"] == "RUNNING"
+        assert "replay" not in live
+    finally:
+        ws.close()
+    assert untouched["id"] not in (first["flow_run_id"], second["flow_run_id"])
+
+
+async def test_a_long_absence_is_truncated_and_said(
+    api: Api, jp_ws_fetch: Any, nbflow_app: NbflowApp, monkeypatch: Any
+) -> None:
+    from nbflow_server.handlers import events
+
+    monkeypatch.setattr(events, "REPLAY_LIMIT", 2)
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    _, flow = await api("POST", "flows", body={"name": "replay_many"})
+    for _ in range(3):
+        await api("POST", "flow_runs", body={"flow_id": flow["id"]})
+    ws = await jp_ws_fetch(*API, "events", params={"since": since.isoformat()})
+    try:
+        notice = await _next(ws)
+        assert notice["type"] == "replay_truncated"
+        assert [(await _next(ws))["replay"] for _ in range(2)] == [True, True]
+    finally:
+        ws.close()
+
+
+async def test_a_malformed_since_is_a_400_naming_it(
+    jp_ws_fetch: Any, nbflow_app: NbflowApp
+) -> None:
+    with pytest.raises(HTTPClientError) as failed:
+        await jp_ws_fetch(*API, "events", params={"since": "yesterday"})
+    assert failed.value.code == 400

@@ -18,7 +18,7 @@ Servers sharing one PostgreSQL database relay their event streams through it:
 
 What is not relayed: extras an event carried only in memory (a kernel service's
 ``kernel`` facts) — the receiving server reads the stored row.  A websocket that
-reconnects gets no replay of what it missed: it re-reads the runs it shows.
+reconnects asks for a replay with ``?since=`` (:mod:`nbflow_server.handlers.events`).
 """
 
 from __future__ import annotations

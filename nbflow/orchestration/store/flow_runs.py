@@ -181,6 +181,8 @@ def filtered(query: sa.Select[Any], f: FlowRunFilter) -> sa.Select[Any]:
         query = query.where(c.expected_start_time >= f.start_after)
     if f.start_before is not None:
         query = query.where(c.expected_start_time <= f.start_before)
+    if f.updated_after is not None:
+        query = query.where(c.updated > f.updated_after)
     if f.view is not None:
         at = now()
         waiting = sa.and_(c.state_type == StateType.SCHEDULED.value, c.expected_start_time > at)

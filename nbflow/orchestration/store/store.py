@@ -293,11 +293,11 @@ class Store:
         """Return flow runs matching the filter (newest first by default)."""
         f = flow_run_filter or FlowRunFilter()
         c = flow_runs.c
-        order = (
-            (c.created.desc(), c.id.desc())
-            if f.sort == "created_desc"
-            else (c.expected_start_time.asc(), c.id.asc())
-        )
+        order = {
+            "created_desc": (c.created.desc(), c.id.desc()),
+            "expected_start_asc": (c.expected_start_time.asc(), c.id.asc()),
+            "updated_asc": (c.updated.asc(), c.id.asc()),
+        }[f.sort]
         query = (
             flow_runs_tx.filtered(flow_runs_tx.RUN_SELECT, f)
             .order_by(*order)
