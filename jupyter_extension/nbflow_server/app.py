@@ -43,6 +43,7 @@ from nbflow_server.handlers import API_PREFIX, ROUTES
 from nbflow_server.handlers.base import flow_run_event
 from nbflow_server.notification_settings import NotificationSettings
 from nbflow_server.services import Service, ServiceGroup
+from nbflow_server.services.claim_signal import ClaimSignal
 from nbflow_server.services.cross_server import cross_server
 from nbflow_server.services.dispatcher import Dispatcher, DispatcherService, RunnerPool
 from nbflow_server.services.event_relay import EventRelay
@@ -312,6 +313,8 @@ class NbflowApp(NotificationSettings, ExtensionApp):
     services: ServiceGroup
     scheduler: SchedulerService | None = None
     dispatcher: DispatcherService | None = None
+    #: Wakes the workers' long-polling claims (``POST /flow_runs/claim`` with a wait).
+    claim_signal = ClaimSignal()
     pg_listener: PgListener | None = None
     event_relay: EventRelay | None = None
     monitors: MonitorService | None = None
@@ -324,6 +327,7 @@ class NbflowApp(NotificationSettings, ExtensionApp):
     def initialize_settings(self) -> None:
         """Open the store, load the token secret and prepare the services."""
         self.signer = RunTokenSigner(load_or_create_secret(Path(self.secret_file)))
+        self.claim_signal = ClaimSignal()  # this server's own held claims
         self.lifecycle = FlowRunLifecycle(
             Store.from_url(self.db_url),
             default_runner=self.default_runner,
@@ -371,6 +375,7 @@ class NbflowApp(NotificationSettings, ExtensionApp):
             ),
             interval=self.dispatch_interval,
         )
+        self.dispatcher.on_due_now = self.claim_signal.notify
         self.monitors = MonitorService(
             Monitor(
                 self.client,
@@ -476,9 +481,10 @@ class NbflowApp(NotificationSettings, ExtensionApp):
         return env
 
     def wake_dispatcher(self) -> None:
-        """Make the dispatcher pass now (a run became due)."""
+        """Make the dispatcher pass now (a run became due), and the workers' held claims."""
         if self.dispatcher is not None:
             self.dispatcher.wake()
+        self.claim_signal.notify()
 
     def wake_scheduler(self) -> None:
         """Make the scheduler pass now (after a deployment or its schedules changed)."""

@@ -43,7 +43,20 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--limit", type=int, default=None, help="most runs in flight at once (default: no limit)"
     )
-    parser.add_argument("--interval", type=float, default=2.0, help="seconds between two polls (2)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        help="seconds between two looks at its runs (cancels, exits) and the longest a claim "
+        "waits at the server for a due run (2)",
+    )
+    parser.add_argument(
+        "--no-long-poll",
+        dest="long_poll",
+        action="store_false",
+        help="poll every --interval instead of holding each claim at the server until a run "
+        "is due (for a server older than this worker)",
+    )
     parser.add_argument(
         "--kill-grace",
         type=float,
@@ -58,7 +71,7 @@ def register(subparsers: Any) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run the worker until interrupted (SIGINT/SIGTERM)."""
-    from nbflow.client.http import HTTPClient
+    from nbflow.client.http import MAX_CLAIM_WAIT, HTTPClient
     from nbflow.dispatch import Dispatcher, RunnerPool
     from nbflow.runners import Runner, get_runner
     from nbflow.schemas import FlowRun
@@ -100,6 +113,8 @@ def handle(args: argparse.Namespace) -> int:
         limit=args.limit,
         kill_grace=args.kill_grace,
         announce=lambda run: _say(_describe(run)),
+        # A long poll: a due run is claimed within milliseconds, not at the next poll.
+        claim_wait=min(args.interval, MAX_CLAIM_WAIT) if args.long_poll else 0.0,
     )
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():

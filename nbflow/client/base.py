@@ -134,12 +134,19 @@ class Client(ABC):
 
     @abstractmethod
     def claim_flow_runs(
-        self, runners: Sequence[str], *, claimer: str, limit: int | None = None
+        self,
+        runners: Sequence[str],
+        *,
+        claimer: str,
+        limit: int | None = None,
+        wait_seconds: float = 0.0,
     ) -> list[ClaimedRun]:
         """Claim due batch runs of ``runners`` that fit every concurrency limit (now Pending).
 
         Each comes with its final job variables (runner defaults < deployment < run) and,
         where the store side mints them, the run's own API token.  At most ``limit`` runs.
+        ``wait_seconds``: when none is due, wait up to that long for one (a long poll, over
+        the API; the embedded store answers at once).
         """
 
     @abstractmethod

@@ -139,9 +139,17 @@ class EmbeddedClient(Client):
         )
 
     def claim_flow_runs(
-        self, runners: Sequence[str], *, claimer: str, limit: int | None = None
+        self,
+        runners: Sequence[str],
+        *,
+        claimer: str,
+        limit: int | None = None,
+        wait_seconds: float = 0.0,
     ) -> list[ClaimedRun]:
-        """Claim due batch runs of ``runners`` that fit every concurrency limit (now Pending)."""
+        """Claim due batch runs of ``runners`` that fit every concurrency limit (now Pending).
+
+        ``wait_seconds`` is ignored: the in-process dispatcher is woken by the store.
+        """
         return self.lifecycle.claim_flow_runs(runners, claimer=claimer, limit=limit)
 
     def read_concurrency_limits(self) -> list[ConcurrencyLimit]:

@@ -66,6 +66,9 @@ _claimed = TypeAdapter(list[ClaimedRun])
 _limits = TypeAdapter(list[ConcurrencyLimit])
 
 
+#: Longest long poll of a claim (well inside the client's 30 s request timeout).
+MAX_CLAIM_WAIT = 20.0
+
 #: How a run token starts (``nbflow_server.tokens`` mints them; a process holding one is a
 #: run the server dispatched).
 RUN_TOKEN_PREFIX = "nbflow-run."
@@ -419,14 +422,22 @@ class HTTPClient(Client):
         return str(data["token"])
 
     def claim_flow_runs(
-        self, runners: Sequence[str], *, claimer: str, limit: int | None = None
+        self,
+        runners: Sequence[str],
+        *,
+        claimer: str,
+        limit: int | None = None,
+        wait_seconds: float = 0.0,
     ) -> list[ClaimedRun]:
         """Claim due runs of ``runners`` within every concurrency limit (``POST /flow_runs/claim``).
 
         Not idempotent (each call claims new runs), so it is resent only when it certainly
-        never reached the server.
+        never reached the server.  ``wait_seconds`` (at most :data:`MAX_CLAIM_WAIT`): when
+        none is due, the server holds the request until one is, or that long.
         """
-        body = {"runners": list(runners), "claimer": claimer, "limit": limit}
+        body: dict[str, Any] = {"runners": list(runners), "claimer": claimer, "limit": limit}
+        if wait_seconds > 0:
+            body["wait_seconds"] = min(wait_seconds, MAX_CLAIM_WAIT)
         data = self._request("POST", "flow_runs/claim", json=body, retry="connect")
         return _claimed.validate_python(data["items"])
 

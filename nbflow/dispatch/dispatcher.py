@@ -112,8 +112,13 @@ class Dispatcher:
         root_dir: str | None = None,
         announce: Announce | None = None,
         submit_threads: int = 4,
+        claim_wait: float = 0.0,
     ) -> None:
-        """Dispatch runs of ``runner_names``; ``limit`` caps the runs in flight (None: no cap)."""
+        """Dispatch runs of ``runner_names``; ``limit`` caps the runs in flight (None: no cap).
+
+        ``claim_wait`` > 0 makes each claim a long poll (a worker over the API): the server
+        answers as soon as a run is due, so :meth:`serve` does not sleep after one.
+        """
         if limit is not None and limit < 1:
             raise ValidationError("limit", limit, "must be at least 1", "or None for no limit")
         self.client = client
@@ -135,6 +140,9 @@ class Dispatcher:
         self.claimed: list[UUID] = []
         #: Whether the last claim was full (more runs may be due now).
         self.more = False
+        self.claim_wait = claim_wait
+        #: Whether the last pass already waited for due runs (a long-polling claim).
+        self.long_polled = False
         #: Called when a slot frees up or a run needs attention (the server's loop wakes).
         self.on_wake: Callable[[], None] | None = None
 
@@ -199,7 +207,7 @@ class Dispatcher:
                 timeout = self.wait_time(self.next_due(), interval)
             except Exception:
                 logger.exception("dispatch pass failed; retrying in %g s", interval)
-            if not self.more:
+            if not self.more and not self.long_polled:
                 self._wake.wait(timeout)
 
     def next_due(self) -> datetime | None:
@@ -232,12 +240,22 @@ class Dispatcher:
     def claim(self) -> list[ClaimedRun]:
         """Claim due runs of this dispatcher's runners that fit every limit (now Pending)."""
         batch = CLAIM_BATCH if self.limit is None else min(CLAIM_BATCH, self.limit - self.active)
+        self.long_polled = False
         if batch < 1:
             self.more = False
             return []
-        claimed = self.client.claim_flow_runs(
-            sorted(self.runner_names), claimer=self.claimer, limit=batch
-        )
+        if self.claim_wait > 0:
+            claimed = self.client.claim_flow_runs(
+                sorted(self.runner_names),
+                claimer=self.claimer,
+                limit=batch,
+                wait_seconds=self.claim_wait,
+            )
+            self.long_polled = True
+        else:
+            claimed = self.client.claim_flow_runs(
+                sorted(self.runner_names), claimer=self.claimer, limit=batch
+            )
         self.more = len(claimed) >= batch and (self.limit is None or batch == CLAIM_BATCH)
         with self._lock:
             for c in claimed:

@@ -3,15 +3,20 @@
 ``nbflow worker`` claims through ``POST /flow_runs/claim``: the server's lifecycle picks
 the due runs of the worker's runners that fit every concurrency limit, in one store
 transaction shared with the server's own dispatcher, and answers each with its merged
-job variables and its run token.  Users only: a run token claims nothing.
+job variables and its run token.  With ``wait_seconds`` the request is a long poll
+(:mod:`nbflow_server.services.claim_signal`).  Users only: a run token claims nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from pydantic import BaseModel, ConfigDict, Field
 
+from nbflow.client.http import MAX_CLAIM_WAIT
 from nbflow.schemas import ClaimedRun, ConcurrencyLimit
 from nbflow_server.handlers.base import NbflowHandler, endpoint, flow_run_event
+from nbflow_server.services.claim_signal import RECHECK_SECONDS
 
 __all__ = [
     "ClaimRequest",
@@ -31,6 +36,8 @@ class ClaimRequest(BaseModel):
     runners: list[str] = Field(min_length=1, max_length=50)
     claimer: str = Field(min_length=1, max_length=200)
     limit: int | None = Field(default=None, ge=1, le=1000)
+    #: A long poll: when nothing is due, hold the request until a run is, or this long.
+    wait_seconds: float = Field(default=0.0, ge=0, le=MAX_CLAIM_WAIT)
 
 
 class ClaimedRunList(BaseModel):
@@ -58,18 +65,29 @@ class FlowRunClaimHandler(NbflowHandler):
 
     @endpoint(
         "execute",
-        "Claim due batch runs of some runners within every concurrency limit (for workers)",
+        "Claim due batch runs of some runners within every concurrency limit (for workers); "
+        "wait_seconds: when none is due, wait up to that long for one (a long poll)",
         body=ClaimRequest,
         response=ClaimedRunList,
     )
     async def post(self) -> None:
         request = self.parse_body(ClaimRequest)
-        claimed = await self.call(
-            self.client.claim_flow_runs,
-            request.runners,
-            claimer=request.claimer,
-            limit=request.limit,
-        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + request.wait_seconds
+        while True:
+            claimed = await self.call(
+                self.client.claim_flow_runs,
+                request.runners,
+                claimer=request.claimer,
+                limit=request.limit,
+            )
+            left = deadline - loop.time()
+            if claimed or left <= 0:
+                break
+            await self.nbflow.claim_signal.wait(min(left, RECHECK_SECONDS))
+            stream = getattr(self.request.connection, "stream", None)
+            if stream is not None and stream.closed():
+                return  # the worker went away while held: claim nothing for it
         for c in claimed:
             self.publish(flow_run_event(c.flow_run))
         self.write_model(ClaimedRunList(items=claimed))

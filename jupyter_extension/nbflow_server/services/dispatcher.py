@@ -23,7 +23,7 @@ With ``event_driven=False`` only the last two remain (polling, for comparison).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from nbflow.client.base import Client
@@ -64,6 +64,8 @@ class DispatcherService(PeriodicService):
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: datetime | None = None
+        #: Called on the event loop when a run is due now (the workers' held claims).
+        self.on_due_now: Callable[[], None] | None = None
 
     async def start(self) -> None:
         """Start the loop; the dispatcher wakes it when a slot frees up."""
@@ -101,6 +103,7 @@ class DispatcherService(PeriodicService):
         delay = (at - now()).total_seconds()
         if delay <= 0:
             self.wake()
+            self._due_now()
             return
         if self._timer is not None and self._timer_at is not None and self._timer_at <= at:
             return
@@ -113,6 +116,11 @@ class DispatcherService(PeriodicService):
     def _fire(self) -> None:
         self._timer = self._timer_at = None
         self.wake()
+        self._due_now()
+
+    def _due_now(self) -> None:
+        if self.on_due_now is not None:
+            self.on_due_now()
 
     def wake_soon(self) -> None:
         """Called from the dispatcher's threads: pass again on the event loop."""
