@@ -201,10 +201,16 @@ def _launch(
     from nbflow.notebook.batch_runs import create_notebook_run
     from nbflow.runners import get_runner
 
+    from nbflow.client.http import HTTPClient
+
     name = runner_name or "subprocess"
     cls = get_runner(name)
     # A subprocess child's output goes to the log, not into the caller's cell.
     extra: dict[str, Any] = {"output": _child_output} if name == "subprocess" else {}
+    if isinstance(client, HTTPClient):
+        # The child's process (a container, a pod) reports with its own run token, never
+        # with the token of the user who runs the pipeline.
+        extra["token_factory"] = lambda run: client.mint_run_token(run.id)
     runner = cls(client=client, **extra)
     try:
         run = create_notebook_run(

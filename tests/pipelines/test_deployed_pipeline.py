@@ -149,3 +149,33 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return status != "Z"
+
+
+def test_a_child_launched_by_nbflow_run_reports_with_its_own_run_token(
+    server: LiveServer, client: HTTPClient
+) -> None:
+    # `nbflow run` against a server: the caller owns its children's processes; each child
+    # gets a token for its own run, never the user's token the caller holds.
+    folder = server.root / "tokens"
+    folder.mkdir()
+    write_notebook(
+        folder / "tok_child.ipynb",
+        [
+            "%load_ext nbflow",
+            "%%flow tok_child --outputs kind\nkind = None",
+            "%%task look\nimport os\nkind = os.environ['NBFLOW_API_TOKEN'][:11]",
+        ],
+    )
+    write_notebook(
+        folder / "tok_parent.ipynb",
+        [
+            "%load_ext nbflow\nfrom nbflow import run_notebook",
+            "%%flow tok_parent\nx = 1",
+            '%%task call\nkind = run_notebook("tok_child.ipynb").outputs["kind"]\nprint("child token", kind)',
+        ],
+    )
+    result = run_cli(server, "run", "tok_parent.ipynb", cwd=folder)
+    assert result.code == 0, result.out + result.err
+    parents = client.read_flow_runs(FlowRunFilter(flow_names=["tok_parent"]))
+    output = run_cli(server, "runs", "output", str(parents[0].id), "-o", "-")
+    assert "child token nbflow-run." in output.out
