@@ -168,8 +168,32 @@ def _schema_for(client: Client, run: FlowRun, nb: dict[str, Any]) -> dict[str, A
 # -- papermill engine with reporting hooks ----------------------------------------------
 
 
+#: Longest a running notebook's output file lags behind its cells.
+SAVE_EVERY_SECONDS = 5.0
+
+
 class _ReportingManager(NotebookExecutionManager):  # type: ignore[misc]
     reporter: Reporter | None = None
+    #: While cells run, papermill's save() (the whole notebook, validated, at every cell's
+    #: start and end: O(cells²), ~10 ms a cell at 100 cells) writes at most every
+    #: :data:`SAVE_EVERY_SECONDS`, so a killed run still leaves recent outputs on disk; the
+    #: output is written whole when the notebook completes, and by the crash path.
+    _throttle = False
+
+    def save(self, **kwargs: Any) -> None:
+        if self._throttle:
+            elapsed = (self.now() - self.last_save_time).total_seconds()
+            if elapsed < min(self.autosave_cell_every, SAVE_EVERY_SECONDS):
+                return
+        super().save(**kwargs)
+
+    def notebook_start(self, **kwargs: Any) -> None:
+        super().notebook_start(**kwargs)
+        self._throttle = True
+
+    def notebook_complete(self, **kwargs: Any) -> None:
+        self._throttle = False
+        super().notebook_complete(**kwargs)
 
     def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
         if self.reporter is not None and self.reporter.terminated.is_set():
@@ -297,6 +321,7 @@ def execute_flow_run(
     kernel_manager: Any = None,
     kernel_env: Mapping[str, str] | None = None,
     kernel_cwd: str | None = None,
+    kernel_client: Any = None,
     start_timeout: float = 60.0,
 ) -> ExecutionResult:
     """Execute the flow run's notebook and propose its states; return the exit code and state.
@@ -304,13 +329,17 @@ def execute_flow_run(
     ``kernel_manager`` is an already started ``jupyter_client`` kernel manager (a fast
     start: the kernel booted while this process imported papermill); it is used for this
     one run and shut down afterwards.  A kernel started before the run was known (a
-    pooled executor) is given ``kernel_env`` and ``kernel_cwd`` before the first cell.
+    pooled executor) is given ``kernel_env`` and ``kernel_cwd`` before the first cell;
+    ``kernel_client``, a client of it already connected and ready (a pooled executor
+    connects while it waits), saves that set-up a new handshake.
     """
     client = client or get_client()
     try:
-        setup = (dict(kernel_env or {}), kernel_cwd)
+        setup = (dict(kernel_env or {}), kernel_cwd, kernel_client)
         return _execute(client, flow_run_id, kernel_manager, start_timeout, setup)
     finally:
+        if kernel_client is not None:
+            kernel_client.stop_channels()  # unused (a refused run, another kernel)
         if kernel_manager is not None and kernel_manager.has_kernel:
             _shutdown(kernel_manager, graceful=False)  # refused runs never used it
 
@@ -320,7 +349,7 @@ def _execute(
     run_id: UUID,
     km: Any,
     start_timeout: float,
-    setup: tuple[dict[str, str], str | None],
+    setup: tuple[dict[str, str], str | None, Any],
 ) -> ExecutionResult:
     run = client.read_flow_run(run_id)
     try:
@@ -355,7 +384,9 @@ def _execute(
     else:
         cwd = notebook_dir or setup[1]
         if setup[0] or cwd or uses_magics:
-            _configure_kernel(km, setup[0], cwd, start_timeout, load_nbflow=uses_magics)
+            _configure_kernel(
+                km, setup[0], cwd, start_timeout, load_nbflow=uses_magics, kc=setup[2]
+            )
 
     try:
         return _execute_notebook(
@@ -474,13 +505,20 @@ def _uses_nbflow_magics(nb: Any) -> bool:
 
 
 def _configure_kernel(
-    km: Any, env: Mapping[str, str], cwd: str | None, timeout: float, *, load_nbflow: bool = False
+    km: Any,
+    env: Mapping[str, str],
+    cwd: str | None,
+    timeout: float,
+    *,
+    load_nbflow: bool = False,
+    kc: Any = None,
 ) -> None:
     """Give a kernel started ahead of its run the run's environment and directory.
 
     With ``load_nbflow`` it also loads the nbflow IPython extension, so a notebook whose
     ``%%flow`` / ``%%task`` cells rely on an auto-loaded extension runs without a
-    ``%load_ext nbflow`` cell (loading twice is harmless).
+    ``%load_ext nbflow`` cell (loading twice is harmless).  ``kc``: a client of the kernel
+    already connected and ready (no new handshake; it is stopped here).
     """
     code = (
         "import os as _nbflow_os\n"
@@ -498,10 +536,13 @@ def _configure_kernel(
             else ""
         )
     )
-    kc = km.client()
-    kc.start_channels()
+    ready = kc is not None
+    if kc is None:
+        kc = km.client()
+        kc.start_channels()
     try:
-        kc.wait_for_ready(timeout=timeout)
+        if not ready:
+            kc.wait_for_ready(timeout=timeout)
         reply = kc.execute_interactive(code, silent=True, store_history=False, timeout=timeout)
         if reply["content"].get("status") != "ok":
             raise NbflowError(f"could not configure the kernel: {reply['content'].get('evalue')}")

@@ -245,12 +245,17 @@ def test_output_from_the_server(server: LiveServer, tmp_path: Path) -> None:
         assert "y is 10\n" in _printed(notebook)
         assert json.loads(run("runs", "output", run_id, "-o", "-").out) == notebook
 
+        # Created claimed (Pending): a Scheduled batch run would be the server's dispatcher's
+        # to claim, within milliseconds, before these proposals.
         flow = client.create_flow(Flow(name="slow-remote"))
-        running = client.create_flow_run(FlowRunCreate(flow_id=flow.id, mode="batch"))
-        client.set_flow_run_state(running.id, Pending())
+        running = client.create_flow_run(
+            FlowRunCreate(flow_id=flow.id, mode="batch", state=Pending())
+        )
         client.set_flow_run_state(running.id, Running())
-        finished = client.create_flow_run(FlowRunCreate(flow_id=flow.id, mode="batch"))
-        for state in (Pending(), Running(), Completed()):
+        finished = client.create_flow_run(
+            FlowRunCreate(flow_id=flow.id, mode="batch", state=Pending())
+        )
+        for state in (Running(), Completed()):
             client.set_flow_run_state(finished.id, state)
     finally:
         client.close()
