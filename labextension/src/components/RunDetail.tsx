@@ -273,7 +273,7 @@ export function RunDetail(props: {
       {model.graph && model.graph.nodes.length > 0 && (
         <>
           <h3>Graph</h3>
-          <RunGraph graph={model.graph} />
+          <RunGraph graph={model.graph} children={children} onOpenRun={props.onOpenRun} />
           <h3>Timeline</h3>
           <RunTimeline tasks={model.graph.nodes} now={now} />
         </>

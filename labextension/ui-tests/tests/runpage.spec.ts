@@ -4,6 +4,8 @@
  * compared, the Upcoming view, and a notification rule.  Real `jupyter lab` with the nbflow
  * server extension, its dispatcher and the subprocess runner; Debian chromium.
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import { expect, galata, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 import { API, notebook, SHOTS } from './helpers';
 import type { APIRequestContext } from '@playwright/test';
@@ -147,22 +149,36 @@ test.describe('run page, compare, upcoming and alerts', () => {
     await expect(repaired.locator('svg.nbflow-graph .nbflow-graph-node[data-task="report"]')).toContainText('Completed');
   });
 
-  test('a pipeline run lists its child runs, and a child links to its pipeline', async ({ page }) => {
-    const flow = await post(page.request, '/flows', { name: 'pipeline_page_demo' });
-    const parent = await post(page.request, '/flow_runs', { flow_id: flow.id, name: 'the-pipeline', state: { type: 'SCHEDULED' } });
-    const child = await post(page.request, '/flow_runs', {
-      flow_id: flow.id,
-      name: 'a-child',
-      parent_flow_run_id: parent.id,
-      state: { type: 'SCHEDULED' }
-    });
+  test('a deployed pipeline: its child runs in the graph under the task that ran them, each a link', async ({ page, tmpPath }) => {
+    // the example pipeline (examples/pipeline), deployed and dispatched by this server
+    const example = path.resolve(__dirname, '..', '..', '..', 'examples', 'pipeline');
+    for (const name of ['pipeline.ipynb', 'sales.ipynb', 'report.ipynb']) {
+      await page.contents.uploadContent(fs.readFileSync(path.join(example, name), 'utf-8'), 'text', `${tmpPath}/${name}`);
+    }
+    const deployment = await deploy(page, `${tmpPath}/pipeline.ipynb`, 'pipeline-graph');
+    const parent = await post(page.request, `/deployments/${deployment.id}/runs`, {});
+    expect(await finished(page, parent.id)).toBe('COMPLETED');
     const panel = await openPanel(page);
     await panel.locator(`.nbflow-run-row[data-run-id="${parent.id}"]`).click();
-    const detail = panel.locator('.nbflow-detail');
-    const row = detail.locator(`.nbflow-children tr[data-run-id="${child.id}"]`);
-    await expect(row).toContainText('a-child');
-    await row.locator('a').click();
-    await expect(panel.locator(`.nbflow-detail[data-run-id="${child.id}"] .nbflow-parent-run`)).toHaveText(parent.id.slice(0, 8));
+    const detail = panel.locator(`.nbflow-detail[data-run-id="${parent.id}"]`);
+    const children = detail.locator('.nbflow-graph .nbflow-graph-child');
+    await expect(children).toHaveCount(3);
+    await expect(detail.locator('.nbflow-graph .nbflow-graph-child[data-state="COMPLETED"]')).toHaveCount(3);
+    await expect(detail.locator('.nbflow-graph-child-edge')).toHaveCount(3); // fan_out ×2, report ×1
+    await expect(detail.locator('.nbflow-graph')).toContainText('↗ sales');
+    await expect(detail.locator('.nbflow-graph')).toContainText('↗ report');
+    await detail.locator('.nbflow-graph').screenshot({ path: `${SHOTS}/run-page-pipeline-graph.png` });
+    // the children table too, and a child node opens the child's run page, which links back
+    const report = detail.locator('.nbflow-graph .nbflow-graph-child', { hasText: '↗ report' });
+    const childId = await report.getAttribute('data-run-id');
+    await expect(detail.locator(`.nbflow-children tr[data-run-id="${childId}"]`)).toBeVisible();
+    await report.click();
+    const child = panel.locator(`.nbflow-detail[data-run-id="${childId}"]`);
+    await expect(child.locator('.nbflow-parent-run')).toHaveText(parent.id.slice(0, 8));
+    await expect(child.locator('.nbflow-dag-node[data-task="join"]')).toContainText('Completed');
+    await child.locator('.nbflow-parent-run').click();
+    await expect(panel.locator(`.nbflow-detail[data-run-id="${parent.id}"]`)).toBeVisible();
+    await page.request.delete(`${API}/deployments/${deployment.id}`);
   });
 
   test('the Upcoming view lists the next scheduled runs apart from history', async ({ page, tmpPath }) => {
