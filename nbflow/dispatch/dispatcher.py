@@ -309,6 +309,7 @@ class Dispatcher:
         if (
             has_path
             and self.root_dir
+            and runner.shares_filesystem
             and "working_dir" in fields
             and not variables.get("working_dir")
         ):

@@ -13,9 +13,9 @@ import copy
 import re
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from nbflow.runners.base import JobVariables
+from nbflow.runners.base import JobVariables, container_working_dir
 from nbflow.schemas import FlowRun
 
 __all__ = [
@@ -64,6 +64,17 @@ class KubernetesJobVariables(JobVariables):
         default=None, description="Always, IfNotPresent or Never (Kubernetes' default by tag)"
     )
     service_account_name: str | None = Field(default=None, description="the pod's account")
+    working_dir: str | None = Field(
+        default=None,
+        description="the container's working directory (default: the image's); a pipeline's "
+        "child runs in its notebook's folder",
+    )
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, value: str | None) -> str | None:
+        return container_working_dir(value)
+
     labels: dict[str, str] = Field(default_factory=dict, description="Job and pod labels")
     annotations: dict[str, str] = Field(default_factory=dict, description="Job annotations")
     resources: dict[str, dict[str, str]] = Field(
@@ -196,6 +207,8 @@ def render_job(
     container["image"] = config.image
     container["imagePullPolicy"] = config.image_pull_policy or _default_pull_policy(config.image)
     container["command"] = config.command or ["nbflow", "execute", str(flow_run.id)]
+    if config.working_dir:
+        container["workingDir"] = config.working_dir
     container.pop("args", None)
     merged_env = [e for e in container.get("env") or [] if e.get("name") not in env]
     merged_env += [{"name": k, "value": v} for k, v in env.items()]

@@ -54,11 +54,28 @@ class JobVariables(BaseModel):
     )
 
 
+def container_working_dir(value: str | None) -> str | None:
+    """Check a container's working directory: an absolute path inside the container."""
+    if value is not None and not value.startswith("/"):
+        from nbflow.exceptions import ValidationError
+
+        raise ValidationError(
+            "job_variables.working_dir",
+            value,
+            "is not an absolute path",
+            "give the folder inside the container, e.g. /home/jovyan/work",
+        )
+    return value
+
+
 class Runner(ABC):
     """Launch a flow run's ``nbflow execute`` process, wait for it and kill it."""
 
     #: The name the runner is registered under (entry-point group ``nbflow.runners``).
     name: ClassVar[str] = ""
+    #: Whether the run's process sees the server's files at their paths (a local process):
+    #: the dispatcher then runs ad-hoc notebook paths from the server's root.
+    shares_filesystem: ClassVar[bool] = False
     #: The pydantic model of this runner's job variables; its defaults are the base template.
     job_variables_model: ClassVar[type[JobVariables]] = JobVariables
 

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, field_validator
 
 from nbflow.exceptions import NbflowError, ValidationError
-from nbflow.runners.base import JobVariables, Runner
+from nbflow.runners.base import JobVariables, Runner, container_working_dir
 from nbflow.runners.logship import LogShipper
 from nbflow.schemas import FlowRun
 from nbflow.states import Crashed
@@ -89,9 +89,19 @@ class DockerJobVariables(JobVariables):
     )
     mem_limit: str | None = Field(default=None, description="memory limit, e.g. 512m")
     user: str | None = Field(default=None, description="user[:group] the container runs as")
+    working_dir: str | None = Field(
+        default=None,
+        description="the container's working directory (default: the image's); a pipeline's "
+        "child runs in its notebook's folder",
+    )
     docker_host: str | None = Field(
         default=None, description="daemon URL (default: DOCKER_HOST or the local socket)"
     )
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, value: str | None) -> str | None:
+        return container_working_dir(value)
 
     @field_validator("volumes")
     @classmethod
@@ -294,6 +304,8 @@ class DockerRunner(Runner):
             options["mem_limit"] = config.mem_limit
         if config.user:
             options["user"] = config.user
+        if config.working_dir:
+            options["working_dir"] = config.working_dir
         return options
 
     def submit(self, flow_run: FlowRun, job_variables: Mapping[str, Any] | None = None) -> str:

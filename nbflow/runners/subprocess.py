@@ -86,6 +86,7 @@ class SubprocessRunner(Runner):
     """Run each flow run as ``python -m nbflow execute <id>`` in a local process group."""
 
     name: ClassVar[str] = "subprocess"
+    shares_filesystem: ClassVar[bool] = True
     job_variables_model: ClassVar[type[JobVariables]] = SubprocessJobVariables
 
     def __init__(

@@ -80,6 +80,14 @@ def test_volumes_are_validated_and_errors_name_the_value() -> None:
         runner.job_configuration(_run(), {"volumes": ["/x:y"]})
 
 
+def test_the_working_dir_is_the_containers_and_absolute() -> None:
+    assert _options("linux", LOCAL_API, working_dir="/data/pipe")["working_dir"] == "/data/pipe"
+    assert "working_dir" not in _options("linux", LOCAL_API)
+    runner = DockerRunner(api_url=LOCAL_API)
+    with pytest.raises(ValidationError, match="'data/pipe'"):
+        runner.job_configuration(_run(), {"working_dir": "data/pipe"})
+
+
 def test_container_name_is_sanitized_and_unique_per_run() -> None:
     a, b = _run("Nightly report: EU/2026"), _run("Nightly report: EU/2026")
     assert container_name(a).startswith("Nightly-report-EU-2026-")

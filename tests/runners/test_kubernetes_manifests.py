@@ -36,6 +36,7 @@ FULL_JOB = {
     "ttl_seconds_after_finished": 600,
     "active_deadline_seconds": 3600,
     "env": {"EXTRA": "1"},
+    "working_dir": "/data/pipelines",
 }
 
 TEMPLATE = {
@@ -206,3 +207,13 @@ def test_a_job_past_its_deadline_is_failed_before_its_condition_says_so() -> Non
     assert not _past_deadline(job(8, 2))
     assert not _past_deadline(job(None, 900))
     assert not _past_deadline(job(8, None))
+
+
+def test_the_working_dir_is_the_containers_and_absolute() -> None:
+    job, _ = _render(FULL_JOB)
+    (container,) = [
+        c for c in job["spec"]["template"]["spec"]["containers"] if c["name"] == "nbflow"
+    ]
+    assert container["workingDir"] == "/data/pipelines"
+    with pytest.raises(ValidationError, match="'data/pipelines'"):
+        _render({"working_dir": "data/pipelines"})
