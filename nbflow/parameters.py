@@ -16,6 +16,7 @@ here, so they cannot disagree.  Three rules protect the server and the kernel:
 from __future__ import annotations
 
 import keyword
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -56,6 +57,18 @@ _ONE = (
 _MANY = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
 _NAMED = ("properties", "$defs", "definitions", "dependentSchemas", "dependencies")
 _REFS = ("$ref", "$dynamicRef", "$recursiveRef")
+
+
+def skip_iri_format_grammar() -> None:
+    """Keep jsonschema from compiling its RFC 3987 grammar (over 2 s on a loaded machine).
+
+    jsonschema imports ``rfc3987_syntax`` for the ``iri`` formats when it loads its format
+    checkers, and builds a Lark parser then; without the module it simply has no ``iri``
+    checker.  nbflow validates parameters and notebooks without format checking, so an
+    nbflow process (the CLI, ``nbflow execute``) never needs it.  Called before jsonschema
+    is first imported; harmless after.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 
 def _validator_class() -> Any:

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from nbflow.exceptions import NbflowError
+from nbflow.parameters import skip_iri_format_grammar
 
 __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageError", "main"]
 
@@ -105,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         known = ", ".join(COMMANDS)
         sys.stderr.write(f"nbflow: error: unknown command {command!r}; the commands are: {known}\n")
         return EXIT_USAGE
+    if command != "server":
+        skip_iri_format_grammar()
     parser = build_parser(command)
     try:
         args, extras = parser.parse_known_args(args_list)
