@@ -7,6 +7,7 @@ by every handler, the run-token signer, the event bus and the service loops.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib
 from pathlib import Path
@@ -54,11 +55,12 @@ from nbflow_server.services.notifications import NotificationService, Notifier
 from nbflow_server.services.pg_listener import PgListener
 from nbflow_server.services.scheduler import SchedulerService
 from nbflow_server.tokens import RunTokenSigner, load_or_create_secret
+from nbflow_server.warm_pool_settings import WarmPoolSettings
 
 __all__ = ["NbflowApp"]
 
 
-class NbflowApp(NotificationSettings, ExtensionApp):
+class NbflowApp(NotificationSettings, WarmPoolSettings, ExtensionApp):
     """The nbflow orchestration API, event stream and services inside a Jupyter server."""
 
     name = "nbflow"
@@ -463,10 +465,12 @@ class NbflowApp(NotificationSettings, ExtensionApp):
             cls = getattr(importlib.import_module(module), attr)
         else:
             cls = spec
+        dispatching = self.services_enabled and name in self.dispatch_runners
         return cls(
             client=self.client,
             api_url=self.api_url(),
             token_factory=lambda run: self.mint_run_token(run.id),
+            **self.warm_pool_options(cls, dispatching=dispatching),
         )
 
     def kernel_environment(self) -> dict[str, str]:
@@ -507,6 +511,14 @@ class NbflowApp(NotificationSettings, ExtensionApp):
         gc.collect()
         gc.freeze()
         await self.services.start()
+        if self.services_enabled and self.warm_executors and "subprocess" in self.dispatch_runners:
+            # Built now, not at the first run: the subprocess runner starts its warm pool.
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self.runners.get, "subprocess"
+                )
+            except Exception:
+                self.log.exception("nbflow: the subprocess runner could not start its warm pool")
 
     async def stop_extension(self) -> None:
         """Stop the services and close the store."""

@@ -13,6 +13,9 @@ import json
 import logging
 import os
 import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -35,7 +38,13 @@ def register(subparsers: Any) -> None:
         "--standby",
         action="store_true",
         help="start the kernel and load everything, then read the run from stdin as one "
-        'JSON line {"flow_run_id": ..., "env": {...}, "cwd": ...} (pooled executors)',
+        'JSON line {"flow_run_id": ..., "env": {...}, "cwd": ..., "quiet": false} (pooled '
+        "executors)",
+    )
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="with --standby: prepare the HTTP client ahead (the run reports to a server)",
     )
     parser.add_argument(
         "--no-prestart",
@@ -52,11 +61,11 @@ def register(subparsers: Any) -> None:
 
 
 def _skip_slow_format_checkers() -> None:
-    """Keep jsonschema from compiling its RFC 3987 grammar (over 1 s) when nbformat loads.
+    """Keep jsonschema from compiling its RFC 3987 grammar when nbformat loads (nbformat's
+    notebook schema uses no IRI formats; see :func:`nbflow.parameters.skip_iri_format_grammar`)."""
+    from nbflow.parameters import skip_iri_format_grammar
 
-    nbformat's notebook schema uses no IRI formats, so the checker is never needed here.
-    """
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+    skip_iri_format_grammar()
 
 
 def _prestart_kernel() -> Any:
@@ -71,16 +80,128 @@ def _prestart_kernel() -> Any:
     return km
 
 
-def _read_standby_job() -> tuple[str, dict[str, str], str | None] | None:
+@dataclass(frozen=True)
+class _StandbyJob:
+    """The run a pooled executor was given, with what a cold start would have had."""
+
+    run_id: str
+    #: The run's connection (its own token) and its job variables' ``env``.
+    env: dict[str, str]
+    cwd: str | None
+    #: ``stream_output`` off: output goes nowhere, as for a cold start.
+    quiet: bool
+
+
+def _read_standby_job() -> _StandbyJob | None:
     """Wait for the run on stdin; None when the runner closed the pipe (pool shut down)."""
     line = sys.stdin.readline()
     if not line.strip():
         return None
     try:
         job = json.loads(line)
-        return str(job["flow_run_id"]), dict(job.get("env") or {}), job.get("cwd")
-    except (ValueError, KeyError, TypeError) as exc:
+        return _StandbyJob(
+            str(job["flow_run_id"]),
+            {str(k): str(v) for k, v in (job.get("env") or {}).items()},
+            job.get("cwd") or None,
+            bool(job.get("quiet")),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"standby: expected one JSON line with flow_run_id ({exc})") from exc
+
+
+def _load_ahead(http: bool) -> Any:
+    """Load now, while no run waits, what a run would load on its way; with ``http`` (the
+    run reports to a server) return an HTTP transport for its client (else None).
+
+    Only what a run needs anyway: the executor's modules and its client's (the embedded
+    store's SQLAlchemy, or httpx and httpcore), the output summary's widgets (loaded at a
+    run's end), nbformat's compiled validator of the current minor version (papermill
+    validates the notebook it reads) and the transport: httpx builds its default TLS
+    context (the CA bundle, 0.1-0.3 s) whenever a transport is made.
+    """
+    from nbflow.execution import executor  # noqa: F401
+    from nbflow.notebook import summary  # noqa: F401  (ipywidgets)
+    from nbflow.settings import get_settings
+
+    if not http and not get_settings().uses_server:
+        from nbflow.client import embedded  # noqa: F401  (SQLAlchemy: the bulk of the rest)
+    try:
+        import nbformat
+
+        nbformat.writes(nbformat.v4.new_notebook())  # type: ignore[no-untyped-call]
+    except Exception:  # a warm-up only: the run does it again if it must
+        pass
+    if not http:
+        return None
+    try:
+        import httpcore  # noqa: F401  (httpx loads it with its first transport)
+        import httpx
+
+        from nbflow.client import http as http_client  # noqa: F401
+
+        return httpx.HTTPTransport(retries=3)  # HTTPClient's default
+    except Exception:
+        return None
+
+
+def _run_client(transport: Any, env: dict[str, str]) -> None:
+    """Install the run's client, as ``get_client`` would build it, on the transport built
+    ahead (unless the run's env changes TLS settings: then a new one)."""
+    from nbflow.client import set_client
+    from nbflow.client.http import HTTPClient
+    from nbflow.settings import reload_settings
+
+    settings = reload_settings()
+    if not settings.uses_server or transport is None or any(k.startswith("SSL_") for k in env):
+        set_client(None)  # get_client builds it on first use
+        return
+    set_client(HTTPClient(settings.api_url or "", token=settings.api_token, transport=transport))
+
+
+def _connect_ahead(km: Any) -> Callable[[], Any]:
+    """Connect to the kernel started ahead, in a thread, and wait until it answers.
+
+    Returns a function that gives the client if it is ready by then, else None (it is
+    then closed when ready, and the executor makes its own handshake): a job that comes
+    before the kernel is up (``nbflow run``) does not wait for it here, so loading the run
+    still overlaps the kernel's start.
+    """
+    if km is None:
+        return lambda: None
+    lock = threading.Lock()
+    box: dict[str, Any] = {}
+
+    def connect() -> None:
+        kc = km.client()
+        try:
+            kc.start_channels()
+            kc.wait_for_ready(timeout=60)
+        except Exception:
+            kc.stop_channels()
+            return
+        with lock:
+            if box.get("taken"):
+                kc.stop_channels()
+            else:
+                box["kc"] = kc
+
+    def take() -> Any:
+        with lock:
+            box["taken"] = True
+            return box.get("kc")
+
+    threading.Thread(target=connect, name="nbflow-kernel-ahead", daemon=True).start()
+    return take
+
+
+def _silence_output() -> None:
+    """Send this process's stdout and stderr to /dev/null (a cold start's DEVNULL)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -90,29 +211,27 @@ def handle(args: argparse.Namespace) -> int:
     km = None if args.no_prestart else _prestart_kernel()
     env: dict[str, str] = {}
     cwd: str | None = None
+    kc = None
     run_text = args.run_id
     if args.standby:
         _skip_slow_format_checkers()
-        import nbflow.execution.executor
-        from nbflow.settings import get_settings
-
-        if not get_settings().uses_server:
-            import nbflow.client.embedded  # noqa: F401  (SQLAlchemy: the bulk of the rest)
-
+        transport = _load_ahead(args.http)
+        ready_client = _connect_ahead(km)
         job = _read_standby_job()
+        kc = ready_client()
         if job is None:
+            if kc is not None:
+                kc.stop_channels()
             if km is not None:
                 km.shutdown_kernel(now=True)
             return 0
-        run_text, env, cwd = job
+        run_text, env, cwd = job.run_id, job.env, job.cwd
+        if job.quiet:
+            _silence_output()
         os.environ.update(env)
         if cwd:
             os.chdir(cwd)
-        from nbflow.client import set_client
-        from nbflow.settings import reload_settings
-
-        reload_settings()
-        set_client(None)
+        _run_client(transport, env)
     try:
         run_id = UUID(run_text)
     except ValueError:
@@ -126,7 +245,9 @@ def handle(args: argparse.Namespace) -> int:
         raise UsageError(
             f"nbflow execute needs the notebook extra ({exc}); pip install 'nbflow[notebook]'"
         ) from exc
-    result = execute_flow_run(run_id, kernel_manager=km, kernel_env=env, kernel_cwd=cwd)
+    result = execute_flow_run(
+        run_id, kernel_manager=km, kernel_env=env, kernel_cwd=cwd, kernel_client=kc
+    )
     state = result.state
     sys.stderr.write(f"nbflow: flow run {run_id}: {state if state else 'no state'}\n")
     if args.fast_exit:

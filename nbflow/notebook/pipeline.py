@@ -198,10 +198,9 @@ def _launch(
     child: _Child,
 ) -> FlowRun:
     """Create the child and run it here, through a runner this process owns."""
+    from nbflow.client.http import HTTPClient
     from nbflow.notebook.batch_runs import create_notebook_run
     from nbflow.runners import get_runner
-
-    from nbflow.client.http import HTTPClient
 
     name = runner_name or "subprocess"
     cls = get_runner(name)

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from nbflow.runners.processes import (
     run_processes,
     terminate_run_processes,
 )
+from nbflow.runners.standby import StandbyPool
 from nbflow.schemas import FlowRun
 
 __all__ = ["SubprocessJobVariables", "SubprocessRunner"]
@@ -80,6 +80,20 @@ class _Process:
     done: threading.Event = field(default_factory=threading.Event)
     exit_code: int | None = None
     readers: list[threading.Thread] = field(default_factory=list)
+    #: Whether a pre-started executor took the run.
+    warm: bool = False
+
+
+#: Variables an interpreter reads only when it starts (``_read_at_startup``).
+_STARTUP_PREFIXES = ("PYTHON", "LD_", "DYLD_", "JUPYTER", "IPYTHON", "LC_", "CONDA", "VIRTUAL_ENV")
+_STARTUP_NAMES = frozenset(
+    {"HOME", "LANG", "LANGUAGE", "TMPDIR", "TEMP", "TMP", "TZ", "MPLBACKEND"}
+)
+
+
+def _read_at_startup(name: str) -> bool:
+    """Whether changing ``name`` in a running kernel would not have the effect it has at start."""
+    return name in _STARTUP_NAMES or name.startswith(_STARTUP_PREFIXES)
 
 
 class SubprocessRunner(Runner):
@@ -96,79 +110,42 @@ class SubprocessRunner(Runner):
         prestart: int = 0,
         replenish: bool = True,
         prestart_total: int | None = None,
+        min_available_memory_mb: float = 0.0,
         **kwargs: Any,
     ) -> None:
         """Create the runner.
 
         ``output`` receives the processes' output lines instead of stdout.  ``prestart``
         keeps that many executors started ahead of time (``nbflow execute --standby``:
-        imports done, kernel booted); each takes exactly one run and is replaced at once,
-        so a kernel is never reused (``replenish=False``: not replaced, for a one-run
-        command; ``prestart_total``: start at most that many in all, for a batch of known
-        size).  Runs that choose an interpreter never use the pool.
+        imports done, kernel booted; :mod:`nbflow.runners.standby`); each takes exactly
+        one run and is replaced at once, so a kernel is never reused (``replenish=False``:
+        not replaced, for a one-run command; ``prestart_total``: start at most that many
+        in all, for a batch of known size; ``min_available_memory_mb``: start none while
+        less memory is available).  Runs a pre-started executor cannot honour start cold:
+        see :meth:`cold_start_reason`.
         """
         super().__init__(**kwargs)
         self._output = output
         self._lock = threading.Lock()
         self._processes: dict[str, _Process] = {}
-        self._prestart = prestart
-        self._replenish = replenish
-        self._budget = prestart_total
-        self._standby: deque[subprocess.Popen[bytes]] = deque()
-        self._markers: dict[int, str] = {}
-        self._closed = False
-        for _ in range(prestart):
-            self._spawn_standby()
-
-    # -- the pool of pre-started executors -------------------------------------------
-    def _spawn_standby(self) -> None:
-        """Start one ``nbflow execute --standby`` waiting for its run on stdin."""
-        with self._lock:
-            if self._budget is not None:
-                if self._budget <= 0:
-                    return
-                self._budget -= 1
-        pipe = subprocess.PIPE if self._output is not None else None
-        name, value = executor_marker()
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "nbflow", "execute", "--standby"],
-            env={**os.environ, name: value},
-            stdin=subprocess.PIPE,
-            stdout=pipe,
-            stderr=pipe,
-            start_new_session=True,
+        self._pool = StandbyPool(
+            prestart,
+            replenish=replenish,
+            total=prestart_total,
+            min_available_mb=min_available_memory_mb,
+            pipe_output=output is not None,
+            http=bool(self.api_url),
         )
-        with self._lock:
-            if self._closed:
-                popen.stdin.close()  # type: ignore[union-attr]
-                return
-            self._markers[popen.pid] = f"{name}={value}"
-            self._standby.append(popen)
+        self._pool.fill()
 
-    def _take_standby(self) -> subprocess.Popen[bytes] | None:
-        with self._lock:
-            while self._standby:
-                popen = self._standby.popleft()
-                if popen.poll() is None:
-                    return popen
-                self._markers.pop(popen.pid, None)
-        return None
+    @property
+    def standby_pids(self) -> list[int]:
+        """The pids of the executors started ahead and waiting for a run."""
+        return self._pool.idle
 
     def close(self) -> None:
-        """Release the pre-started executors (they exit when their stdin closes)."""
-        with self._lock:
-            self._closed = True
-            idle, self._standby = list(self._standby), deque()
-        for popen in idle:
-            try:
-                popen.stdin.close()  # type: ignore[union-attr]
-            except OSError:
-                pass
-        for popen in idle:
-            try:
-                popen.wait(30)
-            except subprocess.TimeoutExpired:
-                _signal_group(popen.pid, signal.SIGKILL)
+        """Stop the pre-started executors (runs in progress keep running)."""
+        self._pool.close()
 
     # -- submit -----------------------------------------------------------------------
     def interpreter(self, config: SubprocessJobVariables) -> list[str]:
@@ -219,26 +196,37 @@ class SubprocessRunner(Runner):
         env.update(config.env)
         return env
 
+    def cold_start_reason(self, config: SubprocessJobVariables) -> str | None:
+        """Why this run cannot use a pre-started executor (None: it can).
+
+        A pre-started executor and its kernel run this interpreter, started with the
+        runner's environment: a run that chooses another interpreter, or sets a variable
+        that only takes effect when an interpreter starts (``PYTHONPATH``, ``LD_*``,
+        locale, ``HOME``, ...), starts cold.  Other variables, the working directory and
+        the run's own connection (its token) are applied before the first cell.
+        """
+        chosen = [k for k in ("python", "virtualenv", "conda_env") if getattr(config, k)]
+        if chosen:
+            return f"job variable {chosen[0]} chooses the interpreter"
+        for name, value in config.env.items():
+            if os.environ.get(name) != value and _read_at_startup(name):
+                return f"env variable {name} only takes effect when an interpreter starts"
+        return None
+
+    def started_warm(self, infrastructure_id: str) -> bool:
+        """Whether the process was started ahead of its run (False: a cold start)."""
+        with self._lock:
+            proc = self._processes.get(infrastructure_id)
+        return proc is not None and proc.warm
+
     def submit(self, flow_run: FlowRun, job_variables: Mapping[str, Any] | None = None) -> str:
         """Start ``nbflow execute`` for the run in a new process group; return ``host:pid``."""
         config = self.job_configuration(flow_run, job_variables)
         assert isinstance(config, SubprocessJobVariables)
-        pooled = not (config.python or config.virtualenv or config.conda_env)
-        popen = self._take_standby() if pooled and self._prestart else None
+        popen, marker = self._hand_to_standby(flow_run, config)
+        warm = popen is not None
         if popen is not None:
-            job = {
-                "flow_run_id": str(flow_run.id),
-                "env": {**self.run_environment(flow_run), **config.env},
-                "cwd": config.working_dir,
-            }
-            assert popen.stdin is not None
-            popen.stdin.write(json.dumps(job).encode() + b"\n")
-            popen.stdin.close()
-            if self._replenish:
-                threading.Thread(target=self._spawn_standby, daemon=True).start()
             argv = ["nbflow execute --standby", str(flow_run.id)]
-            with self._lock:
-                marker = self._markers.pop(popen.pid, None)
         else:
             argv = [*self.interpreter(config), *self.command(flow_run)[1:]]
             pipe = subprocess.PIPE if self._output is not None else None
@@ -255,7 +243,7 @@ class SubprocessRunner(Runner):
                 start_new_session=True,
             )
         infrastructure_id = f"{socket.gethostname()}:{popen.pid}"
-        proc = _Process(popen=popen, flow_run=flow_run, marker=marker)
+        proc = _Process(popen=popen, flow_run=flow_run, marker=marker, warm=warm)
         for stream in (popen.stdout, popen.stderr):
             if stream is not None:
                 reader = threading.Thread(
@@ -270,6 +258,37 @@ class SubprocessRunner(Runner):
         ).start()
         logger.info("flow run %s: started %s as %s", flow_run.id, argv, infrastructure_id)
         return infrastructure_id
+
+    def _hand_to_standby(
+        self, flow_run: FlowRun, config: SubprocessJobVariables
+    ) -> tuple[subprocess.Popen[bytes] | None, str | None]:
+        """Give the run to a pre-started executor; (None, None) when it must start cold."""
+        if not self._pool.size:
+            return None, None
+        reason = self.cold_start_reason(config)
+        if reason is not None:
+            logger.info("flow run %s: cold start: %s", flow_run.id, reason)
+            return None, None
+        standby = self._pool.take()
+        if standby is None:
+            logger.info("flow run %s: cold start: no executor ready ahead", flow_run.id)
+            return None, None
+        job = {
+            "flow_run_id": str(flow_run.id),
+            # The run's own connection and token: never inherited from the standby.
+            "env": {**self.run_environment(flow_run), **config.env},
+            "cwd": config.working_dir,
+            "quiet": not config.stream_output,
+        }
+        self._pool.fill_soon()
+        try:
+            assert standby.popen.stdin is not None
+            standby.popen.stdin.write(json.dumps(job).encode() + b"\n")
+            standby.popen.stdin.close()
+        except OSError as exc:  # it died since it was taken
+            logger.info("flow run %s: cold start: the executor ahead died (%s)", flow_run.id, exc)
+            return None, None
+        return standby.popen, standby.marker
 
     def _forward(self, stream: IO[bytes]) -> None:
         assert self._output is not None

@@ -43,6 +43,9 @@ def services_config(db_url: str, tmp_path: Path, **nbflow: Any) -> dict[str, Any
         "dispatch_interval": 0.2,
         "monitor_interval": 0.2,
         "scheduled_runs_ahead": 1,
+        # No executor started ahead (the default is 1): most tests record submissions or
+        # never run a notebook, and a kernel per test server costs the suite CPU.
+        "warm_executors": 0,
     }
     settings.update(nbflow)
     return {
