@@ -53,6 +53,7 @@ from nbflow_server.services.kernels import KernelRunsService
 from nbflow_server.services.monitors import Monitor, MonitorService
 from nbflow_server.services.notifications import NotificationService, Notifier
 from nbflow_server.services.pg_listener import PgListener
+from nbflow_server.services.retention import RetentionSettings, retention_services
 from nbflow_server.services.scheduler import SchedulerService
 from nbflow_server.tokens import RunTokenSigner, load_or_create_secret
 from nbflow_server.warm_pool_settings import WarmPoolSettings
@@ -60,7 +61,7 @@ from nbflow_server.warm_pool_settings import WarmPoolSettings
 __all__ = ["NbflowApp"]
 
 
-class NbflowApp(NotificationSettings, WarmPoolSettings, ExtensionApp):
+class NbflowApp(NotificationSettings, WarmPoolSettings, RetentionSettings, ExtensionApp):
     """The nbflow orchestration API, event stream and services inside a Jupyter server."""
 
     name = "nbflow"
@@ -419,6 +420,7 @@ class NbflowApp(NotificationSettings, WarmPoolSettings, ExtensionApp):
             self.make_notifier(), subscribe=self.event_bus.subscribe, interval=self.monitor_interval
         )
         services.append(self.notifications)
+        services += retention_services(self)
         # Monitors first: their first pass reconciles what a previous server left behind.
         return services
 

@@ -112,10 +112,11 @@ def register(subparsers: Any) -> None:
     output.set_defaults(handler=handle_output, prog=output.prog)
 
     # Imported here: runs_diff and runs_retry use this module's functions.
-    from nbflow.cli import runs_diff, runs_retry
+    from nbflow.cli import runs_diff, runs_prune, runs_retry
 
     runs_diff.register(group)
     runs_retry.register(group)
+    runs_prune.register(group)
 
 
 def _positive_int(text: str) -> int:

@@ -104,6 +104,20 @@ class ResultStore:
             return None
         return record if isinstance(record, ResultRecord) else None
 
+    def delete(self, key: str) -> bool:
+        """Delete the result under ``key`` (retention); False when there was none."""
+        path = self._path(key)
+        try:
+            if self._fs is not None:
+                if not self._fs.exists(path):
+                    return False
+                self._fs.rm(path)
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            return False
+        return True
+
     def read_valid(self, key: str) -> ResultRecord | None:
         """Return the record under ``key`` when it exists and has not expired."""
         record = self.read(key)

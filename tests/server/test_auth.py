@@ -106,6 +106,7 @@ CASES: list[Case] = [
     Case("get", "/deployments/{deployment_id}/versions/{version}/diff", False),
     Case("get", "/run_environments", False),
     Case("get", "/flow_runs", False),
+    Case("post", "/flow_runs/prune", False, body=lambda t: {"older_than_seconds": 1e9}),
     Case("post", "/flow_runs", False, body=lambda t: {"flow_id": str(t.run.flow_id)}),
     Case(
         "post",

@@ -14,6 +14,7 @@ from nbflow_server.handlers import (
     openapi,
     panel,
     pipelines,
+    retention,
     task_runs,
 )
 from nbflow_server.handlers.routes import API_PREFIX, ID, Route
@@ -39,6 +40,7 @@ ROUTES: list[Route] = [
     Route("/run_environments", deployments.RunEnvironmentsHandler),
     Route("/flow_runs", flow_runs.FlowRunsHandler),
     Route("/flow_runs/claim", claims.FlowRunClaimHandler),
+    Route("/flow_runs/prune", retention.FlowRunsPruneHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})", flow_runs.FlowRunHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/set_state", flow_runs.FlowRunSetStateHandler),
     Route(f"/flow_runs/(?P<flow_run_id>{ID})/cancel", flow_runs.FlowRunCancelHandler),

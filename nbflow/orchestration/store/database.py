@@ -57,7 +57,7 @@ _MIGRATION_LOCK_KEY = 0x6E62_666C_6F77  # "nbflow"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 #: The newest revision in ``migrations/versions``: bump it with every new migration (a test
 #: checks).  Knowing it lets an up-to-date database open without importing Alembic.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 def normalize_url(url: str | URL) -> URL:

@@ -21,6 +21,7 @@ Failed, Completed   Crashed (it never reported an   Cancelled (it never ran)
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -162,8 +163,13 @@ def append_state(conn: sa.Connection, run_id: UUID, state: State) -> None:
     )
 
 
-def filtered(query: sa.Select[Any], f: FlowRunFilter) -> sa.Select[Any]:
-    """Return ``query`` (over flow runs joined with flows) restricted by ``f``'s criteria."""
+def filtered(
+    query: sa.Select[Any], f: FlowRunFilter, *, at: datetime | None = None
+) -> sa.Select[Any]:
+    """Return ``query`` (over flow runs joined with flows) restricted by ``f``'s criteria.
+
+    ``at`` is the moment that splits the history and upcoming views (None: now).
+    """
     c = flow_runs.c
     if f.state_types is not None:
         query = query.where(c.state_type.in_([t.value for t in f.state_types]))
@@ -184,7 +190,7 @@ def filtered(query: sa.Select[Any], f: FlowRunFilter) -> sa.Select[Any]:
     if f.updated_after is not None:
         query = query.where(c.updated > f.updated_after)
     if f.view is not None:
-        at = now()
+        at = at or now()
         waiting = sa.and_(c.state_type == StateType.SCHEDULED.value, c.expected_start_time > at)
         history = sa.or_(
             c.state_type.is_(None),

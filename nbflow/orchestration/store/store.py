@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import IntegrityError
 
 from nbflow.exceptions import FlowRunNotFound, NotFound, ObjectAlreadyExists, ValidationError
-from nbflow.orchestration.store import batch, claims, due, rows
+from nbflow.orchestration.store import batch, claims, due, rows, run_list
 from nbflow.orchestration.store import deployments as deployments_tx
 from nbflow.orchestration.store import flow_runs as flow_runs_tx
 from nbflow.orchestration.store.bulk import bulk_execute_rows
@@ -292,30 +292,23 @@ class Store:
     def read_flow_runs(self, flow_run_filter: FlowRunFilter | None = None) -> list[FlowRun]:
         """Return flow runs matching the filter (newest first by default)."""
         f = flow_run_filter or FlowRunFilter()
-        c = flow_runs.c
-        order = {
-            "created_desc": (c.created.desc(), c.id.desc()),
-            "expected_start_asc": (c.expected_start_time.asc(), c.id.asc()),
-            "updated_asc": (c.updated.asc(), c.id.asc()),
-        }[f.sort]
-        query = (
-            flow_runs_tx.filtered(flow_runs_tx.RUN_SELECT, f)
-            .order_by(*order)
-            .limit(f.limit)
-            .offset(f.offset)
-        )
-        return [rows.read_flow_run(r) for r in self._read(lambda conn: conn.execute(query).all())]
+
+        def tx(conn: sa.Connection) -> list[FlowRun]:
+            query = run_list.page_query(run_list.by_flow_ids(conn, f))
+            return [rows.read_flow_run(r) for r in conn.execute(query).all()]
+
+        return self._read(tx)
 
     def count_flow_runs(self, flow_run_filter: FlowRunFilter | None = None) -> int:
         """Count flow runs matching the filter (ignoring limit and offset)."""
         f = flow_run_filter or FlowRunFilter()
-        query = flow_runs_tx.filtered(
-            sa.select(sa.func.count())
-            .select_from(flow_runs)
-            .join(flows, flows.c.id == flow_runs.c.flow_id),
-            f,
-        )
-        return int(self._read(lambda conn: conn.execute(query).scalar_one()))
+
+        def tx(conn: sa.Connection) -> int:
+            return int(
+                conn.execute(run_list.count_query(run_list.by_flow_ids(conn, f))).scalar_one()
+            )
+
+        return self._read(tx)
 
     def set_flow_run_state(
         self, flow_run_id: UUID, state: State, *, force: bool = False
