@@ -217,6 +217,10 @@ async def test_a_run_token_may_not_change_a_registered_flow(
             {"notebook": CHILD, "notebook_path": "/a/b.ipynb", "parent_task_run_id": "x"},
             "body.parent_task_run_id",
         ),
+        (
+            {"notebook": CHILD, "notebook_path": "/a/b.ipynb", "runner": "no-such-runner"},
+            "body.runner",
+        ),
     ],
 )
 async def test_bad_child_requests_name_the_field(

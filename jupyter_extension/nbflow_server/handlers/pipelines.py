@@ -19,7 +19,7 @@ from nbflow.exceptions import NotFound, ValidationError
 from nbflow.notebook import document as nbs
 from nbflow.schemas import Flow, FlowRun
 from nbflow_server.handlers.base import ApiError, NbflowHandler, endpoint, flow_run_event
-from nbflow_server.handlers.deployments import _check_notebook
+from nbflow_server.handlers.deployments import _check_notebook, _check_runner
 from nbflow_server.handlers.models import _Body
 
 __all__ = ["ChildRunRequest", "ChildRunsHandler"]
@@ -79,6 +79,7 @@ class ChildRunsHandler(NbflowHandler):
                 "send the path where the parent's process reads the notebook",
             )
         flow = flow_of_notebook(request.notebook, request.notebook_path, "body.notebook")
+        _check_runner(request.runner, "body.runner")
         if self.token_run is not None:
             await self._check_token_request(request, flow)
         run = await self.call(
