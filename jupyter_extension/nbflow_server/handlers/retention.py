@@ -25,7 +25,8 @@ class PruneRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    older_than_seconds: float = Field(gt=0, le=100 * 365 * 86400)
+    #: At least a second: a smaller age is no age (timedelta keeps microseconds).
+    older_than_seconds: float = Field(ge=1, le=100 * 365 * 86400)
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, le=10_000)
     dry_run: bool = False
 
