@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import threading
 import time
@@ -383,6 +384,8 @@ def _execute(
             _configure_kernel(km, {}, None, start_timeout, load_nbflow=True)
     else:
         cwd = notebook_dir or setup[1]
+        if not setup[0] and setup[2] is None and cwd == os.getcwd():
+            cwd = None  # started here by this process, in this folder: already there
         if setup[0] or cwd or uses_magics:
             _configure_kernel(
                 km, setup[0], cwd, start_timeout, load_nbflow=uses_magics, kc=setup[2]
