@@ -275,6 +275,10 @@ def _propose(client: Client, run_id: UUID, state: State) -> tuple[SetStateStatus
 def _stop_kernel(terminated: threading.Event, km: Any) -> None:
     """Stop the run as SIGTERM does: no further cell starts, the running cell is interrupted."""
     terminated.set()
+    _interrupt(km)
+
+
+def _interrupt(km: Any) -> None:
     try:
         km.interrupt_kernel()
     except Exception:
@@ -414,6 +418,7 @@ def _execute_notebook(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     reporter = Reporter(client, run_id)
     reporter.on_cancelling = functools.partial(_stop_kernel, reporter.terminated, km)
+    reporter.interrupt = functools.partial(_interrupt, km)
     reporter.start()
     NbflowEngine.current = None
     whole = _start_notebook_task(client, run, prepared, flow_name)

@@ -48,6 +48,10 @@ class Reporter:
         #: itself, so a run whose owner died (a pipeline's killed caller, a worker that is
         #: down) still ends Cancelled instead of running on.
         self.on_cancelling: Callable[[], None] | None = None
+        #: Interrupts the kernel again every second once the run is told to stop: a stop
+        #: that lands while a cell is being sent finds the kernel idle, and the cell would
+        #: then run to its end (a 600 s sleep held SIGTERM until the SIGKILL).
+        self.interrupt: Callable[[], None] | None = None
 
     def start(self) -> None:
         """Start the shipping thread."""
@@ -63,6 +67,8 @@ class Reporter:
                     self.client.heartbeat(self.run_id)
                 except Exception:
                     logger.warning("flow run %s: heartbeat failed", self.run_id, exc_info=True)
+            if self.terminated.is_set() and self.interrupt is not None:
+                self.interrupt()
             if (
                 self.on_cancelling is not None
                 and time.monotonic() - last_look >= CANCEL_CHECK_SECONDS
