@@ -19,6 +19,7 @@ from nbflow.runners.subprocess import SubprocessRunner
 from nbflow.schemas import DeploymentCreate, Flow, FlowRun, FlowRunCreate, TaskRunFilter
 from nbflow.settings import Settings
 from nbflow.states import Pending, StateType
+from tests.process_state import alive
 
 pytestmark = pytest.mark.slow
 
@@ -171,21 +172,9 @@ def test_a_cancel_nobody_acts_on_stops_the_run_itself(
     states = [s.name for s in client.read_flow_run_states(run.id)]
     assert states[-2:] == ["Cancelling", "Cancelled"], states
     deadline = time.monotonic() + 30  # the kernel is stopped, then reaped by its parent
-    while _alive(kernel_pid):
+    while alive(kernel_pid):
         assert time.monotonic() < deadline, f"the run's kernel {kernel_pid} still runs"
         time.sleep(0.2)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, killed and waiting to be reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_sigkill_is_crashed_with_the_signal(

@@ -8,7 +8,6 @@ cancelled parent stops a running child's process.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from nbflow.schemas import FlowRun, FlowRunFilter
 from nbflow.states import StateType
 from tests.cli.test_deploy import run_cli, write_notebook
 from tests.live_server import LiveServer
+from tests.process_state import alive
 
 pytestmark = pytest.mark.slow
 
@@ -134,21 +134,9 @@ def test_cancelling_a_deployed_pipeline_stops_its_running_child(
     assert parent.state is not None and parent.state.type is StateType.CANCELLED, parent.state
     assert child.state is not None and child.state.type is StateType.CANCELLED, child.state
     deadline = time.monotonic() + 30
-    while _alive(kernel_pid):
+    while alive(kernel_pid):
         assert time.monotonic() < deadline, f"the child's kernel {kernel_pid} still runs"
         time.sleep(0.3)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return status != "Z"
 
 
 def test_a_child_launched_by_nbflow_run_reports_with_its_own_run_token(
